@@ -86,16 +86,24 @@ def synthetic_classification(
     from sklearn.datasets import make_classification
 
     x, y = make_classification(
-        n_samples=num_examples, n_features=num_features, n_informative=min(num_features, 10),
-        n_classes=num_classes, n_clusters_per_class=1, class_sep=1.5, random_state=seed,
+        n_samples=num_examples,
+        n_features=num_features,
+        n_informative=min(num_features, 10),
+        n_classes=num_classes,
+        n_clusters_per_class=1,
+        class_sep=1.5,
+        random_state=seed,
     )
     x_tr, x_te, y_tr, y_te = _split(x.astype(np.float32), y.astype(np.int32), 0.2, seed, True)
     return Dataset("synthetic_classification", x_tr, y_tr, x_te, y_te, num_classes=num_classes)
 
 
 def synthetic_regression(
-    num_examples: int = 10_000, slope: float = 3.0, intercept: float = 0.0,
-    noise_std: float = 0.5, seed: int = 0,
+    num_examples: int = 10_000,
+    slope: float = 3.0,
+    intercept: float = 0.0,
+    noise_std: float = 0.5,
+    seed: int = 0,
 ) -> Dataset:
     """The seed's example: y = 3x + noise, x ~ U(-1, 1)."""
     rng = np.random.default_rng(seed)
@@ -126,8 +134,14 @@ def _image_dataset(name, x_tr, y_tr, x_te, y_te, num_classes: int = 10) -> Datas
         x = x.astype(np.float32) / 255.0
         return x[..., None] if x.ndim == 3 else x
 
-    return Dataset(name, prep(x_tr), y_tr.astype(np.int32).ravel(), prep(x_te),
-                   y_te.astype(np.int32).ravel(), num_classes)
+    return Dataset(
+        name,
+        prep(x_tr),
+        y_tr.astype(np.int32).ravel(),
+        prep(x_te),
+        y_te.astype(np.int32).ravel(),
+        num_classes,
+    )
 
 
 def load_mnist(data_dir: str, download: bool = False) -> Dataset:
@@ -189,8 +203,11 @@ def load_cifar10(data_dir: str, download: bool = False) -> Dataset:
 
 
 def load_csv(
-    path: str, label_column: str = "label", client_id_column: str | None = None,
-    seed: int = 0, test_fraction: float = 0.2,
+    path: str,
+    label_column: str = "label",
+    client_id_column: str | None = None,
+    seed: int = 0,
+    test_fraction: float = 0.2,
 ) -> Dataset:
     """A CSV of numeric features plus an integer label column (and optional client ids).
 
@@ -245,8 +262,13 @@ def load_csv(
 
 
 def load_dataset(
-    name: str, data_dir: str | None = None, *, seed: int = 0, download: bool = False,
-    label_column: str = "label", client_id_column: str | None = None,
+    name: str,
+    data_dir: str | None = None,
+    *,
+    seed: int = 0,
+    download: bool = False,
+    label_column: str = "label",
+    client_id_column: str | None = None,
 ) -> Dataset:
     """Loads dataset `name`; `data_dir` is the cache folder (or the CSV file/folder)."""
     if name == "digits":

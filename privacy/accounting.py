@@ -28,9 +28,7 @@ import dp_accounting
 from privacy.config import DpFedAvgConfig, DpSgdConfig
 
 PLD_DISCRETIZATION = 1e-3  # coarser than the default 1e-4: pessimistic, and 10x faster.
-RDP_ORDERS = (
-    [1 + x / 10.0 for x in range(1, 100)] + list(range(11, 64)) + [128, 256, 512, 1024]
-)
+RDP_ORDERS = [1 + x / 10.0 for x in range(1, 100)] + list(range(11, 64)) + [128, 256, 512, 1024]
 
 ADJACENCY_TEXT = {
     "add_or_remove_one": "add/remove one {unit}",
@@ -96,9 +94,7 @@ def dp_sgd_event(config: DpSgdConfig, epochs: int | None = None) -> dp_accountin
     epochs = config.epochs if epochs is None else epochs
     z = config.noise_multiplier
     if config.sampling == "poisson":
-        step = dp_accounting.PoissonSampledDpEvent(
-            config.sampling_rate, dp_accounting.GaussianDpEvent(z)
-        )
+        step = dp_accounting.PoissonSampledDpEvent(config.sampling_rate, dp_accounting.GaussianDpEvent(z))
         return dp_accounting.SelfComposedDpEvent(step, epochs * config.steps_per_epoch)
     # Shuffled fixed-size batches: one Gaussian release per example per epoch, no amplification.
     return dp_accounting.SelfComposedDpEvent(dp_accounting.GaussianDpEvent(z), epochs)
@@ -153,9 +149,7 @@ def _incremental_ledger(
     if isinstance(acc, dp_accounting.rdp.RdpAccountant):
         unit_rdp = acc._rdp.copy()  # noqa: SLF001 - the public API has no prefix query
         for k in range(1, count + 1):
-            eps, _ = dp_accounting.rdp.rdp_privacy_accountant.compute_epsilon(
-                RDP_ORDERS, k * unit_rdp, delta
-            )
+            eps, _ = dp_accounting.rdp.rdp_privacy_accountant.compute_epsilon(RDP_ORDERS, k * unit_rdp, delta)
             out.append(float(eps))
         return out
     unit_pld = running = acc._pld  # noqa: SLF001
@@ -196,9 +190,7 @@ def fedavg_event(config: DpFedAvgConfig, rounds: int | None = None) -> dp_accoun
             config.num_clients, config.clients_per_round, dp_accounting.GaussianDpEvent(z / 2)
         )
     else:
-        step = dp_accounting.PoissonSampledDpEvent(
-            config.sampling_rate, dp_accounting.GaussianDpEvent(z)
-        )
+        step = dp_accounting.PoissonSampledDpEvent(config.sampling_rate, dp_accounting.GaussianDpEvent(z))
     return dp_accounting.SelfComposedDpEvent(step, rounds)
 
 
@@ -215,8 +207,11 @@ def fedavg_epsilon_per_round(config: DpFedAvgConfig) -> list[float]:
     if config.aggregator == "tree":  # not a self-composition: recompute each prefix
         return [fedavg_epsilon(config, r) for r in range(1, config.rounds + 1)]
     return _incremental_ledger(
-        fedavg_event(config, rounds=1), config.rounds, config.accountant,
-        fedavg_adjacency(config), config.delta,
+        fedavg_event(config, rounds=1),
+        config.rounds,
+        config.accountant,
+        fedavg_adjacency(config),
+        config.delta,
     )
 
 
@@ -279,16 +274,12 @@ def calibrate_noise(
 
 def calibrate_dp_sgd(config: DpSgdConfig, target_epsilon: float) -> DpSgdConfig:
     """Config with the smallest noise multiplier that meets `target_epsilon` over the run."""
-    z = calibrate_noise(
-        lambda z: dp_sgd_epsilon(config.replace(noise_multiplier=z)), target_epsilon
-    )
+    z = calibrate_noise(lambda z: dp_sgd_epsilon(config.replace(noise_multiplier=z)), target_epsilon)
     return config.replace(noise_multiplier=z)
 
 
 def calibrate_fedavg(config: DpFedAvgConfig, target_epsilon: float) -> DpFedAvgConfig:
-    z = calibrate_noise(
-        lambda z: fedavg_epsilon(config.replace(noise_multiplier=z)), target_epsilon
-    )
+    z = calibrate_noise(lambda z: fedavg_epsilon(config.replace(noise_multiplier=z)), target_epsilon)
     return config.replace(noise_multiplier=z)
 
 

@@ -95,8 +95,7 @@ class DpFedAvgConfig:
         _check(self.num_clients > 0, "num_clients must be > 0")
         _check(
             0 < self.clients_per_round <= self.num_clients,
-            f"clients_per_round must be in (0, num_clients={self.num_clients}], "
-            f"got {self.clients_per_round}",
+            f"clients_per_round must be in (0, num_clients={self.num_clients}], got {self.clients_per_round}",
         )
         _check(self.rounds > 0, "rounds must be > 0")
         _check(self.noise_multiplier >= 0, "noise_multiplier must be >= 0")
@@ -104,7 +103,10 @@ class DpFedAvgConfig:
         _check(0 < self.delta < 1, f"delta must be in (0, 1), got {self.delta}")
         _check(self.accountant in ACCOUNTANTS, f"accountant must be one of {ACCOUNTANTS}")
         _check(self.client_sampling in CLIENT_SAMPLINGS, f"client_sampling must be one of {CLIENT_SAMPLINGS}")
-        _check(self.aggregator in ("none", "fixed", "adaptive", "tree"), f"unknown aggregator {self.aggregator!r}")
+        _check(
+            self.aggregator in ("none", "fixed", "adaptive", "tree"),
+            f"unknown aggregator {self.aggregator!r}",
+        )
         _check(0 < self.target_unclipped_quantile < 1, "target_unclipped_quantile must be in (0, 1)")
         _check(
             self.aggregator != "tree" or self.rounds * self.clients_per_round <= self.num_clients,

@@ -16,7 +16,9 @@ import numpy as np
 from privacy.config import DpFedAvgConfig, DpSgdConfig
 
 
-def poisson_batches(num_examples: int, q: float, steps: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+def poisson_batches(
+    num_examples: int, q: float, steps: int, rng: np.random.Generator
+) -> Iterator[np.ndarray]:
     """`steps` index arrays; each index is included independently with probability q."""
     for _ in range(steps):
         yield np.flatnonzero(rng.random(num_examples) < q)
