@@ -24,6 +24,11 @@ from privacy.config import ACCOUNTANTS, EXAMPLE_SAMPLINGS, DpSgdConfig
 from privacy.local_dp import LocalDpConfig, apply_local_dp
 
 ENGINES = ("auto", "reference", "fast", "vectorized")
+LR_SCHEDULES = ("constant", "cosine")
+
+
+class ConfigError(ValueError):
+    """Settings that cannot run (as opposed to a bug): the message says what to change."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,10 +38,11 @@ class CentralizedConfig:
     download: bool = False
     label_column: str = "label"
     model: str = "mlp"
-    epochs: int = 40
-    batch_size: int = 128
-    learning_rate: float = 0.5
+    epochs: int = 100
+    batch_size: int = 512
+    learning_rate: float = 0.1
     momentum: float = 0.9
+    lr_schedule: str = "cosine"
     dp: bool = False
     l2_norm_clip: float = 1.0
     noise_multiplier: float | None = None
@@ -56,6 +62,7 @@ class CentralizedConfig:
             (self.batch_size > 0, f"batch_size must be > 0, got {self.batch_size}"),
             (self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}"),
             (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
+            (self.lr_schedule in LR_SCHEDULES, f"lr_schedule must be one of {LR_SCHEDULES}"),
             (self.l2_norm_clip > 0, f"l2_norm_clip must be > 0, got {self.l2_norm_clip}"),
             (0 < self.delta < 1, f"delta must be in (0, 1), got {self.delta}"),
             (self.accountant in ACCOUNTANTS, f"accountant must be one of {ACCOUNTANTS}"),
@@ -73,7 +80,7 @@ class CentralizedConfig:
             )
         for ok, msg in checks:
             if not ok:
-                raise ValueError(msg)
+                raise ConfigError(msg)
 
 
 @dataclasses.dataclass
@@ -89,9 +96,9 @@ class CentralizedResult:
 def dp_sgd_config(config: CentralizedConfig, num_examples: int) -> DpSgdConfig:
     """The DP-SGD config of this run, with the noise calibrated when a target is given."""
     if config.batch_size > num_examples:
-        raise ValueError(f"batch_size {config.batch_size} exceeds the {num_examples} training examples")
+        raise ConfigError(f"batch_size {config.batch_size} exceeds the {num_examples} training examples")
     if config.delta >= 1.0 / num_examples:
-        raise ValueError(
+        raise ConfigError(
             f"delta={config.delta:g} must be < 1/N = {1.0 / num_examples:.3g} (N={num_examples} examples)"
         )
     base = DpSgdConfig(
@@ -105,7 +112,10 @@ def dp_sgd_config(config: CentralizedConfig, num_examples: int) -> DpSgdConfig:
         sampling=config.sampling,
     )
     if config.noise_multiplier is None:
-        return accounting.calibrate_dp_sgd(base, config.target_epsilon)
+        try:
+            return accounting.calibrate_dp_sgd(base, config.target_epsilon)
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
     return base
 
 
@@ -146,6 +156,52 @@ def _privacy_report(
     return report
 
 
+def make_train_steps(
+    model, task: str, input_shape, label_dtype, optimizer, dp: DpSgdConfig | None, engine: str, seed: int
+):
+    """(train_step(x, y), noise_only_step()) as tf.functions; DP when `dp` is given.
+
+    The DP step is clipped sum (any engine) + N(0, (zC)^2) noise, over the expected batch
+    size. An empty Poisson batch still takes a noise-only step: skipping it would change
+    the mechanism the accountant analyses.
+    """
+    import tensorflow as tf
+
+    from privacy import dp_sgd
+
+    variables = model.trainable_variables
+    spec = (tf.TensorSpec([None, *input_shape], tf.float32), tf.TensorSpec([None], label_dtype))
+    if dp is None:
+        loss_fn = dp_sgd.per_example_loss(task)
+
+        @tf.function(input_signature=spec)
+        def plain_step(x, y):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(loss_fn(y, model(x, training=True)))
+            optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+
+        return plain_step, None
+
+    clipped_sum = dp_sgd.make_clipped_sum_fn(engine, model, task, dp.l2_norm_clip)
+    noise_gen = tf.random.Generator.from_seed(seed + 7919)
+    expected = float(dp.batch_size)
+
+    @tf.function(input_signature=spec)
+    def dp_step(x, y):
+        grads = dp_sgd.noisy_mean_gradient(
+            clipped_sum(x, y), dp.noise_multiplier, dp.l2_norm_clip, expected, noise_gen
+        )
+        optimizer.apply_gradients(zip(grads, variables))
+
+    @tf.function
+    def noise_only_step():
+        zeros = [tf.zeros_like(v) for v in variables]
+        grads = dp_sgd.noisy_mean_gradient(zeros, dp.noise_multiplier, dp.l2_norm_clip, expected, noise_gen)
+        optimizer.apply_gradients(zip(grads, variables))
+
+    return dp_step, noise_only_step
+
+
 def run(config: CentralizedConfig, dataset: Dataset | None = None) -> CentralizedResult:
     """Trains, evaluates, accounts and writes all outputs; returns the summary."""
     import tensorflow as tf
@@ -170,17 +226,16 @@ def run(config: CentralizedConfig, dataset: Dataset | None = None) -> Centralize
     n = dataset.num_train
     dp = dp_sgd_config(config, n) if config.dp else None
     if dp is None and config.batch_size > n:
-        raise ValueError(f"batch_size {config.batch_size} exceeds the {n} training examples")
+        raise ConfigError(f"batch_size {config.batch_size} exceeds the {n} training examples")
     ledger = accounting.dp_sgd_epsilon_per_epoch(dp) if dp else [math.inf] * config.epochs
     budget = config.target_epsilon if dp is not None else None
     planned_epochs = accounting.last_affordable(ledger, budget) if budget is not None else config.epochs
     if dp is not None and planned_epochs == 0:
-        raise ValueError(
+        raise ConfigError(
             f"even one epoch costs epsilon={ledger[0]:.3g} > target {budget}; raise the noise multiplier"
         )
 
     model = build_model(config.model, dataset.input_shape, dataset.num_classes, seed=config.seed)
-    loss_fn = dp_sgd.per_example_loss(dataset.task)
     metrics = ["accuracy"] if dataset.task == "classification" else []
     eval_loss = (
         tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -188,44 +243,18 @@ def run(config: CentralizedConfig, dataset: Dataset | None = None) -> Centralize
         else tf.keras.losses.MeanSquaredError()
     )
     model.compile(loss=eval_loss, metrics=metrics)  # for evaluate() and a reloadable SavedModel
-    optimizer = tf.keras.optimizers.SGD(config.learning_rate, momentum=config.momentum)
-    variables = model.trainable_variables
+    lr: Any = config.learning_rate
+    if config.lr_schedule == "cosine":  # decays to 0 over the planned steps: calmer final DP iterates
+        steps = planned_epochs * math.ceil(n / config.batch_size)
+        lr = tf.keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=max(1, steps))
+    optimizer = tf.keras.optimizers.SGD(lr, momentum=config.momentum)
     engine = dp_sgd.resolve_engine(config.engine, model) if dp else "none"
     x_train = tf.constant(dataset.x_train)
     y_train = tf.constant(dataset.y_train)
-    spec = (
-        tf.TensorSpec([None, *dataset.input_shape], tf.float32),
-        tf.TensorSpec([None], y_train.dtype),
+
+    train_step, noise_only_step = make_train_steps(
+        model, dataset.task, dataset.input_shape, y_train.dtype, optimizer, dp, engine, config.seed
     )
-
-    if dp is not None:
-        clipped_sum = dp_sgd.make_clipped_sum_fn(engine, model, dataset.task, dp.l2_norm_clip)
-        noise_gen = tf.random.Generator.from_seed(config.seed + 7919)
-        expected = float(dp.batch_size)
-
-        @tf.function(input_signature=spec)
-        def train_step(x, y):
-            grads = dp_sgd.noisy_mean_gradient(
-                clipped_sum(x, y), dp.noise_multiplier, dp.l2_norm_clip, expected, noise_gen
-            )
-            optimizer.apply_gradients(zip(grads, variables))
-
-        @tf.function
-        def noise_only_step():  # an empty Poisson batch is still a released, noised step
-            zeros = [tf.zeros_like(v) for v in variables]
-            grads = dp_sgd.noisy_mean_gradient(
-                zeros, dp.noise_multiplier, dp.l2_norm_clip, expected, noise_gen
-            )
-            optimizer.apply_gradients(zip(grads, variables))
-    else:
-
-        @tf.function(input_signature=spec)
-        def train_step(x, y):
-            with tf.GradientTape() as tape:
-                loss = tf.reduce_mean(loss_fn(y, model(x, training=True)))
-            optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-
-        noise_only_step = None
 
     rng = np.random.default_rng(config.seed)
     batch_cfg = dp or DpSgdConfig(

@@ -15,8 +15,8 @@ import os
 from absl import app, flags
 
 from data.datasets import DATASETS
-from models.builders import MODELS
-from pipelines import local_dp_flags
+from models.builders import MODELS, check_compatible
+from pipelines import entrypoint, local_dp_flags
 from privacy.config import ACCOUNTANTS, EXAMPLE_SAMPLINGS
 
 _DATASET = flags.DEFINE_enum("dataset", "digits", DATASETS, "Dataset (digits is embedded, no download).")
@@ -26,15 +26,18 @@ _DATA_DIR = flags.DEFINE_string(
 _DOWNLOAD = flags.DEFINE_bool("download", False, "Download a missing public dataset into --data_dir.")
 _LABEL_COLUMN = flags.DEFINE_string("label_column", "label", "CSV label column.")
 _MODEL = flags.DEFINE_enum("model", "mlp", MODELS, "Model architecture.")
-_EPOCHS = flags.DEFINE_integer("epochs", 40, "Training epochs.", lower_bound=1)
+_EPOCHS = flags.DEFINE_integer("epochs", 100, "Training epochs.", lower_bound=1)
 _BATCH_SIZE = flags.DEFINE_integer(
-    "batch_size", 128, "Batch size (expected size q*N under Poisson sampling).", lower_bound=1
+    "batch_size", 512, "Batch size (expected size q*N under Poisson sampling).", lower_bound=1
 )
 _SAMPLING_RATE = flags.DEFINE_float(
     "sampling_rate", None, "Alternative to --batch_size: Poisson rate q; batch_size = round(q*N)."
 )
-_LR = flags.DEFINE_float("learning_rate", 0.5, "SGD learning rate.")
+_LR = flags.DEFINE_float("learning_rate", 0.1, "SGD learning rate.")
 _MOMENTUM = flags.DEFINE_float("momentum", 0.9, "SGD momentum (post-processing of DP gradients).")
+_SCHEDULE = flags.DEFINE_enum(
+    "lr_schedule", "cosine", ["constant", "cosine"], "Learning-rate schedule (cosine decays to 0 by the end)."
+)
 _DP = flags.DEFINE_bool("dp", False, "Train with DP-SGD.")
 _CLIP = flags.DEFINE_float("l2_norm_clip", 1.0, "Per-example gradient L2 clip norm C.")
 _NOISE = flags.DEFINE_float("noise_multiplier", None, "Noise stddev / C. With --target_epsilon: a budget.")
@@ -60,7 +63,8 @@ _NAME = flags.DEFINE_string("experiment_name", "centralized", "Run folder name u
 
 _HOLDERS = (
     _DATASET, _DATA_DIR, _DOWNLOAD, _LABEL_COLUMN, _MODEL, _EPOCHS, _BATCH_SIZE, _SAMPLING_RATE, _LR,
-    _MOMENTUM, _DP, _CLIP, _NOISE, _TARGET, _DELTA, _ACCOUNTANT, _SAMPLING, _ENGINE, _SEED, _ROOT, _NAME,
+    _MOMENTUM, _SCHEDULE, _DP, _CLIP, _NOISE, _TARGET, _DELTA, _ACCOUNTANT, _SAMPLING, _ENGINE, _SEED,
+    _ROOT, _NAME,
     *local_dp_flags.HOLDERS,
 )  # fmt: skip
 
@@ -112,6 +116,7 @@ def main(argv: list[str]) -> None:
             batch_size=batch_size,
             learning_rate=_LR.value,
             momentum=_MOMENTUM.value,
+            lr_schedule=_SCHEDULE.value,
             dp=_DP.value,
             l2_norm_clip=_CLIP.value,
             noise_multiplier=_NOISE.value,
@@ -125,19 +130,23 @@ def main(argv: list[str]) -> None:
             experiment_name=_NAME.value,
             local_dp=local_dp_flags.local_dp_config(),
         )
+        check_compatible(config.model, dataset.input_shape, dataset.num_classes)
         if config.dp:
             centralized.dp_sgd_config(config, dataset.num_train)  # validate before writing anything
         out_dir = outputs.run_dir(_ROOT.value, _NAME.value)
-        outputs.write_flagfile(os.path.join(out_dir, "flags.txt"), {h.name: h.value for h in _HOLDERS})
+    except (ValueError, DatasetError) as e:  # bad input: one clear line, nothing written
+        raise SystemExit(f"train_centralized: error: {e}") from None
+    outputs.write_flagfile(os.path.join(out_dir, "flags.txt"), {h.name: h.value for h in _HOLDERS})
+    try:
         result = centralized.run(config, dataset)
-    except (ValueError, DatasetError) as e:
-        raise app.UsageError(str(e)) from e
+    except centralized.ConfigError as e:
+        raise SystemExit(f"train_centralized: error: {e}") from None
     print(f"test accuracy {result.test_accuracy:.4f}; {result.privacy['statement']}")
     print(f"outputs in {result.output_dir}")
 
 
 def run() -> None:
-    app.run(main)
+    entrypoint.run_with_tensorflow(main)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,12 @@ def test_single_gaussian_matches_analytic_formula():
     """One epoch of shuffled batches = one Gaussian mechanism; check against Balle & Wang (2018)."""
     sigma = 2.0
     cfg = DpSgdConfig(
-        num_examples=1000, batch_size=100, epochs=1, noise_multiplier=sigma, accountant="pld", sampling="shuffle"
+        num_examples=1000,
+        batch_size=100,
+        epochs=1,
+        noise_multiplier=sigma,
+        accountant="pld",
+        sampling="shuffle",
     )
     eps = accounting.dp_sgd_epsilon(cfg)
 
@@ -113,7 +118,9 @@ def test_fedavg_events_and_adjacency():
 
 def test_fedavg_impossible_settings_are_clear():
     with pytest.raises(ValueError, match="at most once"):
-        DpFedAvgConfig(num_clients=100, clients_per_round=10, rounds=11, noise_multiplier=1.0, aggregator="tree")
+        DpFedAvgConfig(
+            num_clients=100, clients_per_round=10, rounds=11, noise_multiplier=1.0, aggregator="tree"
+        )
     with pytest.raises(ValueError, match="RDP only"):
         DpFedAvgConfig(num_clients=100, clients_per_round=10, rounds=5, noise_multiplier=1, client_sampling="uniform",
                        accountant="pld")  # fmt: skip

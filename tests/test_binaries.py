@@ -11,7 +11,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BINARIES = sorted(
     f"pipelines.{f[:-3]}"
     for f in os.listdir(os.path.join(REPO, "pipelines"))
-    if f.endswith(".py") and "app.run(main)" in open(os.path.join(REPO, "pipelines", f)).read()
+    if f.endswith(".py") and "def main(argv" in open(os.path.join(REPO, "pipelines", f)).read()
 )
 
 
@@ -54,8 +54,17 @@ def test_budget_json():
 
 
 def test_budget_target_epsilon_and_errors():
-    base = [sys.executable, "-m", "pipelines.budget", "--num_examples=1437", "--batch_size=128", "--epochs=20"]
-    proc = subprocess.run([*base, "--target_epsilon=3", "--output=json"], cwd=REPO, capture_output=True, text=True)
+    base = [
+        sys.executable,
+        "-m",
+        "pipelines.budget",
+        "--num_examples=1437",
+        "--batch_size=128",
+        "--epochs=20",
+    ]
+    proc = subprocess.run(
+        [*base, "--target_epsilon=3", "--output=json"], cwd=REPO, capture_output=True, text=True
+    )
     report = json.loads(proc.stdout)
     assert report["epsilon"] <= 3.0 and report["noise_multiplier"] > 0
     proc = subprocess.run([*base, "--sampling=shuffle", "--noise_multiplier=1", "--output=json"], cwd=REPO,

@@ -21,12 +21,26 @@ def _run_binary(*args, timeout=300):
 
 def test_dp_run_writes_every_output_and_respects_target(tmp_path):
     cfg = centralized.CentralizedConfig(
-        epochs=3, batch_size=256, dp=True, target_epsilon=2.0, root_output_dir=str(tmp_path), experiment_name="dp"
+        epochs=3,
+        batch_size=256,
+        dp=True,
+        target_epsilon=2.0,
+        root_output_dir=str(tmp_path),
+        experiment_name="dp",
     )
     result = centralized.run(cfg)
     out = tmp_path / "dp"
     privacy = json.loads((out / "privacy.json").read_text())
-    for key in ("epsilon", "delta", "accountant", "sampling", "adjacency", "noise_multiplier", "clip", "steps"):
+    for key in (
+        "epsilon",
+        "delta",
+        "accountant",
+        "sampling",
+        "adjacency",
+        "noise_multiplier",
+        "clip",
+        "steps",
+    ):
         assert key in privacy
     assert privacy["epsilon"] <= 2.0 and privacy["sampling"] == "poisson"
     assert privacy["adjacency"] == "add/remove one example" and privacy["unit"] == "example"
@@ -123,3 +137,15 @@ def test_binary_end_to_end_with_flagfile(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     again = json.loads((tmp_path / "e2e_again" / "privacy.json").read_text())
     assert again["epsilon"] == first["epsilon"] and again["noise_multiplier"] == first["noise_multiplier"]
+
+
+def test_local_dp_is_reported_separately(tmp_path):
+    from privacy.local_dp import LocalDpConfig
+
+    cfg = centralized.CentralizedConfig(
+        epochs=1, batch_size=256, dp=True, target_epsilon=2.0, root_output_dir=str(tmp_path),
+        experiment_name="local", local_dp=LocalDpConfig(label_epsilon=2.0),
+    )  # fmt: skip
+    privacy = json.loads((tmp_path / "local" / "privacy.json").read_text()) if centralized.run(cfg) else None
+    assert privacy["epsilon"] <= 2.0  # the training epsilon is unchanged by local DP
+    assert "local_dp" in privacy and json.dumps(privacy["local_dp"]).count("2.0") >= 1

@@ -49,6 +49,8 @@ def test_client_sampling_is_deterministic_per_round_and_matches_mode():
     poisson = cfg.replace(client_sampling="poisson")
     sizes = [len(sampling.sample_clients(poisson, r, seed=0)) for r in range(400)]
     assert abs(np.mean(sizes) - 50) < 5 * np.sqrt(50 / 400) and np.std(sizes) > 3
-    tree = DpFedAvgConfig(num_clients=100, clients_per_round=10, rounds=10, noise_multiplier=1.0, aggregator="tree")
+    tree = DpFedAvgConfig(
+        num_clients=100, clients_per_round=10, rounds=10, noise_multiplier=1.0, aggregator="tree"
+    )
     seen = np.concatenate([sampling.sample_clients(tree, r, seed=0) for r in range(10)])
     assert sorted(seen.tolist()) == list(range(100))  # each client at most (here: exactly) once
