@@ -1,0 +1,128 @@
+"""Answer queries to a trained model with prediction-level DP, under a persisted total budget.
+
+    python -m pipelines.predict --model_dir=runs/exp/model --dataset=digits --num_queries=100 \\
+        --release=label --prediction_epsilon=0.5 --prediction_budget=100 --output_file=answers.csv
+
+Each query costs --prediction_epsilon (basic composition). The ledger
+<model_dir>/../prediction_ledger.json fixes the total budget on first use; a batch that
+would take the total past it is refused as a whole (no query answered) with exit code 3.
+Bad input exits with code 2. Both print one line to stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags
+
+EXIT_BAD_INPUT = 2
+EXIT_BUDGET_EXCEEDED = 3
+
+_MODEL_DIR = flags.DEFINE_string(
+    "model_dir", None, "Keras SavedModel folder (a run's model/).", required=True
+)
+_DATASET = flags.DEFINE_string("dataset", None, "Answer queries from this dataset's test split.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Dataset cache folder, or the CSV file/folder.")
+_INPUT_FILE = flags.DEFINE_string(
+    "input_file", None, "Queries from a .npy or .csv file (optional 'label' column)."
+)
+_NUM_QUERIES = flags.DEFINE_integer("num_queries", 100, "Queries to answer in this run.", lower_bound=1)
+_RELEASE = flags.DEFINE_enum(
+    "release", "label", ["label", "scores"], "Release a label or noisy class scores."
+)
+_MECHANISM = flags.DEFINE_string(
+    "mechanism",
+    None,
+    "label: exponential (default) | noisy_max_laplace | randomized_response; "
+    "scores: laplace (default) | gaussian.",
+)
+_EPSILON = flags.DEFINE_float("prediction_epsilon", 1.0, "Epsilon spent per query.")
+_DELTA = flags.DEFINE_float("prediction_delta", 1e-8, "Delta per query (Gaussian score release only).")
+_BUDGET = flags.DEFINE_float(
+    "prediction_budget", None, "Total epsilon for this model's answers; fixed by the ledger on first use."
+)
+_DELTA_BUDGET = flags.DEFINE_float(
+    "prediction_delta_budget", None, "Total delta (Gaussian scores); fixed on first use (default 0 then)."
+)
+_OUTPUT_FILE = flags.DEFINE_string("output_file", None, "CSV of the released answers (one row per query).")
+_SEED = flags.DEFINE_integer(
+    "seed", None, "Noise seed, FOR TESTS ONLY: predictable noise can be subtracted. Default: OS entropy."
+)
+_DATA_SEED = flags.DEFINE_integer("data_seed", 0, "Seed of the dataset's train/test split.")
+
+flags.register_validator("prediction_epsilon", lambda v: v > 0, message="--prediction_epsilon must be > 0")
+flags.register_validator(
+    "prediction_budget", lambda v: v is None or v > 0, message="--prediction_budget must be > 0"
+)
+flags.register_multi_flags_validator(
+    ["dataset", "input_file"],
+    lambda f: (f["dataset"] is None) != (f["input_file"] is None),
+    message="give exactly one of --dataset or --input_file",
+)
+
+
+def _fail(code: int, message: str) -> None:
+    print(f"predict: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    import numpy as np
+
+    from data.datasets import DatasetError
+    from pipelines import prediction
+    from pipelines.outputs import write_csv
+
+    mechanism = _MECHANISM.value or ("exponential" if _RELEASE.value == "label" else "laplace")
+    try:
+        config = prediction.PredictionConfig(
+            release=_RELEASE.value,
+            mechanism=mechanism,
+            epsilon=_EPSILON.value,
+            delta=_DELTA.value if (_RELEASE.value == "scores" and mechanism == "gaussian") else 0.0,
+        )
+        prediction.check_model_dir(_MODEL_DIR.value)
+        ledger = prediction.PredictionLedger(prediction.ledger_path(_MODEL_DIR.value))
+        ledger.check(_NUM_QUERIES.value, config, _BUDGET.value, _DELTA_BUDGET.value)  # before any heavy work
+        x, labels = prediction.load_queries(
+            _NUM_QUERIES.value, _DATASET.value, _DATA_DIR.value, _INPUT_FILE.value, seed=_DATA_SEED.value
+        )
+        rng = None
+        if _SEED.value is not None:
+            print("predict: warning: --seed makes the noise predictable (tests only)", file=sys.stderr)
+            rng = np.random.default_rng(_SEED.value)
+        result = prediction.answer_queries(
+            _MODEL_DIR.value, x, labels, config, _BUDGET.value, _DELTA_BUDGET.value, rng=rng
+        )
+        if _OUTPUT_FILE.value:
+            write_csv(_OUTPUT_FILE.value, result.rows())
+    except prediction.BudgetExceededError as e:
+        _fail(EXIT_BUDGET_EXCEEDED, str(e))
+    except (ValueError, DatasetError, OSError) as e:
+        _fail(EXIT_BAD_INPUT, f"error: {e}")
+    state = result.ledger
+    print(f"answered {len(x)} queries: {config.describe()}")
+    print(
+        f"prediction budget: spent epsilon {float(state.epsilon_spent):.6g} "
+        f"of {float(state.epsilon_budget):.6g}"
+        + (
+            f", delta {float(state.delta_spent):.3g} of {float(state.delta_budget):.3g}"
+            if config.uses_delta
+            else ""
+        )
+        + f" ({state.queries_answered} queries in total; {state.affordable_queries(config)} more affordable)"
+    )
+    if result.accuracy is not None:
+        print(f"accuracy of released labels vs true labels: {result.accuracy:.4f}")
+    if _OUTPUT_FILE.value:
+        print(f"released answers written to {_OUTPUT_FILE.value}")
+
+
+def run() -> None:
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
