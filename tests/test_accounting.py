@@ -122,8 +122,10 @@ def test_fedavg_impossible_settings_are_clear():
             num_clients=100, clients_per_round=10, rounds=11, noise_multiplier=1.0, aggregator="tree"
         )
     with pytest.raises(ValueError, match="RDP only"):
-        DpFedAvgConfig(num_clients=100, clients_per_round=10, rounds=5, noise_multiplier=1, client_sampling="uniform",
-                       accountant="pld")  # fmt: skip
+        DpFedAvgConfig(
+            num_clients=100, clients_per_round=10, rounds=5, noise_multiplier=1, client_sampling="uniform",
+            accountant="pld",
+        )  # fmt: skip
     with pytest.raises(ValueError, match="clients_per_round"):
         DpFedAvgConfig(num_clients=10, clients_per_round=20, rounds=5, noise_multiplier=1.0)
 
