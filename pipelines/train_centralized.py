@@ -16,8 +16,8 @@ from absl import app, flags
 
 from data.datasets import DATASETS
 from models.builders import MODELS, check_compatible
-from pipelines import entrypoint, local_dp_flags
-from privacy.config import ACCOUNTANTS, EXAMPLE_SAMPLINGS
+from pipelines import local_dp_flags
+from privacy.config import ACCOUNTANTS, DP_SGD_ENGINES, EXAMPLE_SAMPLINGS
 
 _DATASET = flags.DEFINE_enum("dataset", "digits", DATASETS, "Dataset (digits is embedded, no download).")
 _DATA_DIR = flags.DEFINE_string(
@@ -54,9 +54,7 @@ _SAMPLING = flags.DEFINE_enum(
     EXAMPLE_SAMPLINGS,
     "poisson (exact accounting) or shuffle (no amplification claimed).",
 )
-_ENGINE = flags.DEFINE_enum(
-    "engine", "auto", ["auto", "reference", "fast", "vectorized"], "DP-SGD clipping engine."
-)
+_ENGINE = flags.DEFINE_enum("engine", "auto", DP_SGD_ENGINES, "DP-SGD clipping engine (see README).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed for the split, init, sampling and noise.")
 _ROOT = flags.DEFINE_string("root_output_dir", "runs", "Root folder of all runs.")
 _NAME = flags.DEFINE_string("experiment_name", "centralized", "Run folder name under --root_output_dir.")
@@ -92,6 +90,9 @@ flags.register_multi_flags_validator(
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from pipelines.absl_tf import import_tensorflow
+
+    import_tensorflow()  # before anything else imports TF (see pipelines/absl_tf.py)
     from data.datasets import DatasetError, load_dataset
     from pipelines import centralized, outputs
 
@@ -146,7 +147,7 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-    entrypoint.run_with_tensorflow(main)
+    app.run(main)
 
 
 if __name__ == "__main__":
