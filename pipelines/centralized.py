@@ -20,10 +20,9 @@ import numpy as np
 from data.datasets import Dataset, load_dataset
 from pipelines import outputs
 from privacy import accounting
-from privacy.config import ACCOUNTANTS, EXAMPLE_SAMPLINGS, DpSgdConfig
+from privacy.config import ACCOUNTANTS, DP_SGD_ENGINES, EXAMPLE_SAMPLINGS, DpSgdConfig
 from privacy.local_dp import LocalDpConfig, apply_local_dp
 
-ENGINES = ("auto", "reference", "fast", "vectorized")
 LR_SCHEDULES = ("constant", "cosine")
 
 
@@ -67,7 +66,7 @@ class CentralizedConfig:
             (0 < self.delta < 1, f"delta must be in (0, 1), got {self.delta}"),
             (self.accountant in ACCOUNTANTS, f"accountant must be one of {ACCOUNTANTS}"),
             (self.sampling in EXAMPLE_SAMPLINGS, f"sampling must be one of {EXAMPLE_SAMPLINGS}"),
-            (self.engine in ENGINES, f"engine must be one of {ENGINES}"),
+            (self.engine in DP_SGD_ENGINES, f"engine must be one of {DP_SGD_ENGINES}"),
             (self.noise_multiplier is None or self.noise_multiplier >= 0, "noise_multiplier must be >= 0"),
             (self.target_epsilon is None or self.target_epsilon > 0, "target_epsilon must be > 0"),
         ]

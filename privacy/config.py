@@ -11,6 +11,7 @@ import math
 
 ACCOUNTANTS = ("rdp", "pld")
 EXAMPLE_SAMPLINGS = ("poisson", "shuffle")
+DP_SGD_ENGINES = ("auto", "reference", "fast", "ghost", "vectorized")
 CLIENT_SAMPLINGS = ("poisson", "uniform")
 
 

@@ -11,7 +11,12 @@ at noise 0:
   Only valid when every trainable layer is in the registry.
 * ``vectorized``: per-example gradients with ``tf.vectorized_map`` then clipping: the path
   TF-Privacy's ``DPModel`` falls back to for unregistered layers (e.g. Conv2D).
-* ``auto``: ``fast`` when the model allows it, else ``vectorized``.
+* ``ghost``: book-keeping ghost clipping (Bu et al., 2023) for Sequential models whose
+  trainable layers are all Dense on flat inputs: ONE forward and backward pass gives each
+  Dense layer's inputs a and output gradients g; per-example norms are ||a_i||^2 ||g_i||^2
+  (the quantity TF-Privacy's Dense registry entry computes) and the clipped sum is
+  a^T (w * g) with w_i = min(1, C / norm_i), with no second backward pass.
+* ``auto``: ``ghost`` when the model allows it, else ``fast``, else ``vectorized``.
 
 Noise is added once, by :func:`noisy_mean_gradient`, for all engines: N(0, (zC)^2) on the
 sum, divided by the *expected* batch size (a data-independent denominator, as the Poisson
@@ -26,7 +31,8 @@ import tensorflow as tf
 from tensorflow_privacy.privacy.fast_gradient_clipping import clip_grads, layer_registry
 from tensorflow_privacy.privacy.optimizers.dp_optimizer_keras import DPKerasSGDOptimizer
 
-ENGINES = ("auto", "reference", "fast", "vectorized")
+from privacy.config import DP_SGD_ENGINES as ENGINES
+
 ClippedSumFn = Callable[[tf.Tensor, tf.Tensor], list[tf.Tensor]]
 
 
@@ -55,11 +61,34 @@ def fast_clipping_supported(model: tf.keras.Model) -> bool:
     return all(registry.is_elem(layer) for layer in model.layers if layer.trainable_weights)
 
 
+_PASS_THROUGH = ("InputLayer", "Flatten", "Dropout", "Activation")
+
+
+def ghost_clipping_supported(model: tf.keras.Model) -> bool:
+    """Sequential, trainable layers all Dense on 2-D inputs, everything else parameter-free."""
+    if not isinstance(model, tf.keras.Sequential):
+        return False
+    for layer in model.layers:
+        if isinstance(layer, tf.keras.layers.Dense):
+            if len(layer.input_shape) != 2:
+                return False
+        elif layer.trainable_weights or type(layer).__name__ not in _PASS_THROUGH:
+            return False
+    return True
+
+
 def resolve_engine(engine: str, model: tf.keras.Model) -> str:
     if engine not in ENGINES:
         raise ValueError(f"unknown DP engine {engine!r}; expected one of {ENGINES}")
     if engine == "auto":
+        if ghost_clipping_supported(model):
+            return "ghost"
         return "fast" if fast_clipping_supported(model) else "vectorized"
+    if engine == "ghost" and not ghost_clipping_supported(model):
+        raise ValueError(
+            "engine 'ghost' needs a Sequential model of Dense layers on flat inputs (plus Flatten/"
+            "Dropout/Activation); use --engine=fast, vectorized or auto"
+        )
     if engine == "fast" and not fast_clipping_supported(model):
         unsupported = sorted(
             {type(layer).__name__ for layer in model.layers if layer.trainable_weights}
@@ -111,14 +140,51 @@ def make_clipped_sum_fn(engine: str, model: tf.keras.Model, task: str, l2_norm_c
 
         return clipped_sum
 
+    if engine == "ghost":
+
+        def clipped_sum(x, y):
+            inputs, preacts = [], []
+            with tf.GradientTape() as tape:
+                h = x
+                for layer in model.layers:
+                    if isinstance(layer, tf.keras.layers.Dense):
+                        z = tf.matmul(h, layer.kernel)
+                        if layer.use_bias:
+                            z = tf.nn.bias_add(z, layer.bias)
+                        inputs.append(h)
+                        preacts.append(z)
+                        h = layer.activation(z)
+                    else:
+                        h = layer(h, training=True)
+                total = tf.reduce_sum(loss_fn(y, h))
+            # Row i of each dz is d loss_i / d z_i: the losses are summed and example-separable.
+            dzs = tape.gradient(total, preacts)
+            dense = [layer for layer in model.layers if isinstance(layer, tf.keras.layers.Dense)]
+            sq = 0.0
+            for layer, a, dz in zip(dense, inputs, dzs):
+                g2 = tf.reduce_sum(tf.square(dz), axis=1)
+                sq = sq + tf.reduce_sum(tf.square(a), axis=1) * g2 + (g2 if layer.use_bias else 0.0)
+            weights = tf.minimum(1.0, l2_norm_clip / tf.maximum(tf.sqrt(sq), 1e-12))
+            grads = {}
+            for layer, a, dz in zip(dense, inputs, dzs):
+                wdz = dz * weights[:, None]
+                grads[layer.kernel.ref()] = tf.matmul(a, wdz, transpose_a=True)
+                if layer.use_bias:
+                    grads[layer.bias.ref()] = tf.reduce_sum(wdz, axis=0)
+            return [grads[v.ref()] for v in variables]
+
+        return clipped_sum
+
     def clipped_sum(x, y):  # vectorized
         def one(example):
             xi, yi = example
             with tf.GradientTape() as tape:
                 loss = tf.reduce_sum(loss_fn(yi[None], model(xi[None], training=True)))
             grads = tape.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-            clipped, _ = tf.clip_by_global_norm(grads, l2_norm_clip)
-            return clipped
+            # explicit norm: tf.clip_by_global_norm's L2Loss has no vectorized_map converter
+            norm = tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(g)) for g in grads]))
+            scale = tf.minimum(1.0, l2_norm_clip / tf.maximum(norm, 1e-12))
+            return [g * scale for g in grads]
 
         per_example = tf.vectorized_map(one, (x, y))
         return [tf.reduce_sum(g, axis=0) for g in per_example]

@@ -29,7 +29,7 @@ def _global_norm(grads):
 def test_engines_agree_at_noise_zero(digits, model_name):
     model = build_model(model_name, digits.input_shape, 10)
     x, y = digits.x_train[:48], digits.y_train[:48]
-    engines = ["reference", "vectorized"] + (["fast"] if model_name == "mlp" else [])
+    engines = ["reference", "vectorized"] + (["fast", "ghost"] if model_name == "mlp" else [])
     ref = _sums("reference", model, x, y)
     for engine in engines[1:]:
         other = _sums(engine, model, x, y)
@@ -42,7 +42,7 @@ def test_engines_agree_at_noise_zero(digits, model_name):
     assert _global_norm(raw) > _global_norm(ref) * 1.5
 
 
-@pytest.mark.parametrize("engine", ["reference", "fast", "vectorized"])
+@pytest.mark.parametrize("engine", ["reference", "fast", "ghost", "vectorized"])
 def test_each_clipped_example_norm_at_most_c(digits, engine):
     model = build_model("mlp", digits.input_shape, 10)
     loss_fn = dp_sgd.per_example_loss("classification")
@@ -68,7 +68,7 @@ def test_regression_engines_agree():
     y = (3 * x[:, 0] + rng.normal(0, 0.5, 32)).astype(np.float32)
     model = build_model("linear", (1,), 0)
     ref = _sums("reference", model, x, y, task="regression", clip=0.3)
-    for engine in ("fast", "vectorized"):
+    for engine in ("fast", "ghost", "vectorized"):
         for a, b in zip(ref, _sums(engine, model, x, y, task="regression", clip=0.3)):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
@@ -91,4 +91,6 @@ def test_fast_engine_refuses_unregistered_layers(digits):
     assert dp_sgd.resolve_engine("auto", model) == "vectorized"
     with pytest.raises(ValueError, match="Conv2D"):
         dp_sgd.resolve_engine("fast", model)
-    assert dp_sgd.resolve_engine("auto", build_model("mlp", digits.input_shape, 10)) == "fast"
+    with pytest.raises(ValueError, match="Dense"):
+        dp_sgd.resolve_engine("ghost", model)
+    assert dp_sgd.resolve_engine("auto", build_model("mlp", digits.input_shape, 10)) == "ghost"
