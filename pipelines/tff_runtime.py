@@ -373,9 +373,14 @@ def serve_worker(port: int, max_concurrent_computation_calls: int = -1) -> int:
 
     previous = {s: signal.signal(s, _forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        address, process, channel = _start_worker(
-            port, max_concurrent_computation_calls, True, DEFAULT_CONNECT_TIMEOUT_S, _served_workers
-        )
+        try:
+            address, process, channel = _start_worker(
+                port, max_concurrent_computation_calls, True, DEFAULT_CONNECT_TIMEOUT_S, _served_workers
+            )
+        except RuntimeError:
+            if received:  # stopped by a signal while starting: that is the outcome, not the failure
+                return 128 + received[0]
+            raise
         channel.close()
         logging.info(
             "TFF worker pid %d serving on port %d (all interfaces); Ctrl-C stops it.", process.pid, port

@@ -223,17 +223,19 @@ def fedavg_statement(config: DpFedAvgConfig, rounds: int | None = None) -> Priva
         f"{config.num_clients} clients per round; replace-one adjacency, so the Gaussian "
         "event uses noise multiplier z/2 (sensitivity 2C).",
     }
-    note = notes[config.client_sampling]
+    note, sampling = notes[config.client_sampling], config.client_sampling
     if config.aggregator == "tree":
-        note = "Tree aggregation (DP-FTRL): each client contributes at most once; " + note
-    if config.aggregator == "adaptive":
-        note += " Adaptive clipping: the clipped-count query's noise is accounted inside TFF's "
-        note += "aggregator via its effective noise multiplier."
+        sampling = "epoch"
+        note = (
+            "Tree aggregation (DP-FTRL): clients are taken in one seeded random order, exactly "
+            f"{config.clients_per_round} per round, each at most once; no amplification by sampling "
+            "is claimed."
+        )
     return PrivacyStatement(
         epsilon=fedavg_epsilon(config, rounds),
         delta=config.delta,
         accountant=config.accountant,
-        sampling=config.client_sampling,
+        sampling=sampling,
         adjacency=ADJACENCY_TEXT[fedavg_adjacency(config)].format(unit="user"),
         unit="user",
         steps=rounds,

@@ -1,0 +1,137 @@
+"""Throughput of a FedAvg round vs centralized Keras training on the same examples.
+
+  python -m benchmarks.federated_vs_centralized                     # digits, floor setting
+  python -m benchmarks.federated_vs_centralized --partition=iid --num_clients=30
+
+One run measures both. FedAvg: examples processed per second of a round (the round's
+clients' examples x client_epochs, over the round's wall time, first rounds excluded:
+they trace and compile). Centralized: `model.fit` of the same model on exactly the
+examples of those rounds, same batch size, epochs and SGD learning rate. The printed ratio
+is federated / centralized throughput.
+
+It also times a round whose clients hold ONE example each: that is TFF's fixed per-round
+cost (serializing the datasets and the model into the computation, the gRPC trip to the
+worker, running the federated graph), which dominates when clients are small.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+
+import numpy as np
+from absl import app, flags
+
+_NUM_CLIENTS = flags.DEFINE_integer("num_clients", 300, "Simulated clients.", lower_bound=1)
+_CPR = flags.DEFINE_integer("clients_per_round", 30, "Clients per round.", lower_bound=1)
+_PARTITION = flags.DEFINE_enum("partition", "dirichlet", ["iid", "dirichlet"], "Client partition.")
+_EPOCHS = flags.DEFINE_integer("client_epochs", 5, "Local epochs.", lower_bound=1)
+_BATCH = flags.DEFINE_integer("client_batch_size", 10, "Local batch size.", lower_bound=1)
+_MODEL = flags.DEFINE_enum("model", "mlp", ["logistic", "mlp", "cnn"], "Model.")
+_ROUNDS = flags.DEFINE_integer("rounds", 8, "Timed rounds.", lower_bound=1)
+_WARMUP = 2
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    from pipelines.absl_tf import import_tensorflow
+
+    tf = import_tensorflow()  # before anything imports TF inside main() (see pipelines/absl_tf.py)
+    from data.datasets import load_digits
+    from data.federated import ClientPopulation, from_dataset
+    from models.builders import build_model
+    from pipelines import federated
+
+    ds = load_digits()
+    pop = from_dataset(ds, _PARTITION.value, _NUM_CLIENTS.value, alpha=1.0, seed=0)
+    rounds = _WARMUP + _ROUNDS.value
+    with tempfile.TemporaryDirectory() as out:
+        config = federated.FederatedConfig(
+            model=_MODEL.value,
+            num_clients=_NUM_CLIENTS.value,
+            clients_per_round=_CPR.value,
+            rounds=rounds,
+            partition=_PARTITION.value,
+            client_epochs=_EPOCHS.value,
+            client_batch_size=_BATCH.value,
+            client_sampling="uniform",
+            eval_every=rounds,
+            checkpoint_every=rounds,
+            root_output_dir=out,
+            experiment_name="bench",
+        )
+        result = federated.run(config, pop)
+        timed = result.history[_WARMUP:]
+        fed_examples = sum(r["train_num_examples"] for r in timed)
+        fed_time = sum(r["round_time_s"] for r in timed)
+
+        # One example per client: the fixed cost of a round.
+        tiny = ClientPopulation(
+            "digits",
+            ds.x_train,
+            ds.y_train,
+            [np.array([i]) for i in range(_CPR.value)],
+            ds.x_test,
+            ds.y_test,
+            10,
+        )
+        tiny_cfg = federated.FederatedConfig(
+            model=_MODEL.value,
+            num_clients=_CPR.value,
+            clients_per_round=_CPR.value,
+            rounds=rounds,
+            partition="iid",
+            client_epochs=1,
+            client_sampling="uniform",
+            eval_every=rounds,
+            checkpoint_every=rounds,
+            root_output_dir=out,
+            experiment_name="tiny",
+        )
+        tiny_rounds = federated.run(tiny_cfg, tiny).history[_WARMUP:]
+        overhead = float(np.mean([r["round_time_s"] for r in tiny_rounds]))
+
+    # Centralized: the same examples (the timed rounds' clients), same batches and epochs.
+    from privacy.sampling import sample_clients
+
+    dp = federated.dp_config(config, pop.num_clients)
+    idx = np.concatenate(
+        [pop.client_indices[c] for r in range(_WARMUP, rounds) for c in sample_clients(dp, r, config.seed)]
+    )
+    x, y = ds.x_train[idx], ds.y_train[idx]
+    model = build_model(_MODEL.value, ds.input_shape, ds.num_classes, seed=0)
+    model.compile(
+        optimizer=tf.keras.optimizers.SGD(config.client_learning_rate),
+        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    model.fit(x[: _BATCH.value * 4], y[: _BATCH.value * 4], batch_size=_BATCH.value, verbose=0)  # warm-up
+    t0 = time.time()
+    model.fit(x, y, batch_size=_BATCH.value, epochs=_EPOCHS.value, verbose=0, shuffle=True)
+    central_time = time.time() - t0
+    central_examples = len(x) * _EPOCHS.value
+
+    fed_rate = fed_examples / fed_time
+    central_rate = central_examples / central_time
+    per_round = fed_time / len(timed)
+    print(
+        f"setting: digits, {_NUM_CLIENTS.value} {_PARTITION.value} clients, {_CPR.value}/round, "
+        f"model {_MODEL.value}"
+    )
+    print(f"  {_EPOCHS.value} client epochs, batch {_BATCH.value}; {len(timed)} timed rounds")
+    print(f"federated:   {fed_examples:8.0f} examples in {fed_time:6.2f} s = {fed_rate:9.0f} examples/s")
+    print(
+        f"centralized: {central_examples:8.0f} examples in {central_time:6.2f} s = "
+        f"{central_rate:9.0f} examples/s"
+    )
+    print(f"ratio federated / centralized = {fed_rate / central_rate:.3f}")
+    print(
+        f"where a round's {per_round:.3f} s go: {overhead:.3f} s is TFF's fixed per-round cost (a round of "
+        f"{_CPR.value} one-example clients); the rest, {max(per_round - overhead, 0):.3f} s, is client "
+        f"compute, which centralized Keras does in {central_time / len(timed):.3f} s per round's worth."
+    )
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    app.run(main)
