@@ -16,6 +16,9 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def run_dir(root_output_dir: str, experiment_name: str) -> str:
     """Creates and returns the run folder; a clear error if it cannot be written."""
@@ -35,6 +38,7 @@ def atomic_write_text(path: str, text: str) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
