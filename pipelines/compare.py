@@ -26,7 +26,7 @@ from absl import app, flags
 
 from data.datasets import DATASETS
 from models.builders import MODELS
-from pipelines.comparison import ARMS, ComparisonConfig
+from pipelines.comparison import ARMS, DEFAULT_ARMS, ComparisonConfig
 
 _D = ComparisonConfig()  # flag defaults are the library defaults
 
@@ -39,7 +39,9 @@ _EPSILONS = flags.DEFINE_list(
     "target_epsilons", [f"{e:g}" for e in _D.target_epsilons], "Target epsilons of the DP arms."
 )
 _DELTA = flags.DEFINE_float("delta", _D.delta, "Target delta; must be < 1/(number of privacy units).")
-_ARMS = flags.DEFINE_list("arms", list(ARMS), "Arms to run: " + ",".join(ARMS) + ".")
+_ARMS = flags.DEFINE_list(
+    "arms", list(DEFAULT_ARMS), "Arms to run, from: " + ",".join(ARMS) + " (central_label_ldp is opt-in)."
+)
 _SEEDS = flags.DEFINE_list(
     "seeds", [str(x) for x in _D.seeds], "Seeds (split, init, sampling, noise); several give mean ± std."
 )

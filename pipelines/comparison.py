@@ -42,8 +42,11 @@ from typing import Any
 from data.datasets import Dataset, load_dataset
 from pipelines import outputs
 
-ARMS = ("central_nondp", "central_dp", "fed_nondp", "fed_dp", "fed_dp_example")
-DP_ARMS = ("central_dp", "fed_dp", "fed_dp_example")
+DEFAULT_ARMS = ("central_nondp", "central_dp", "fed_nondp", "fed_dp", "fed_dp_example")
+# central_label_ldp: non-private training on labels released by randomized response at the
+# target epsilon (data-level, local DP of each example's label only; features are not protected).
+ARMS = (*DEFAULT_ARMS, "central_label_ldp")
+DP_ARMS = ("central_dp", "fed_dp", "fed_dp_example", "central_label_ldp")
 FED_AGGREGATORS = ("fixed", "adaptive")
 UNITS = {
     "central_nondp": "example",
@@ -51,8 +54,13 @@ UNITS = {
     "fed_nondp": "user",
     "fed_dp": "user",
     "fed_dp_example": "example (= user: 1 example per client)",
+    "central_label_ldp": "example label (local DP: randomized response)",
 }
-NONPRIVATE_COUNTERPART = {"central_dp": "central_nondp", "fed_dp": "fed_nondp"}
+NONPRIVATE_COUNTERPART = {
+    "central_dp": "central_nondp",
+    "fed_dp": "fed_nondp",
+    "central_label_ldp": "central_nondp",
+}
 RESULT_FILE = "arm_result.json"
 ARM_RESULT_VERSION = 2  # bump when the audit or the record changes: old records are refused
 
@@ -75,7 +83,7 @@ class ComparisonConfig:
     model: str = "mlp"
     target_epsilons: tuple[float, ...] = (1.0, 3.0, 8.0)
     delta: float = 1e-5
-    arms: tuple[str, ...] = ARMS
+    arms: tuple[str, ...] = DEFAULT_ARMS
     seeds: tuple[int, ...] = (0,)
     accountant: str = "rdp"
     root_output_dir: str = "runs"
@@ -273,7 +281,9 @@ def check_dataset(config: ComparisonConfig, dataset: Dataset) -> None:
 
 def centralized_config(spec: ArmSpec, config: ComparisonConfig, arms_root: str):
     from pipelines.centralized import CentralizedConfig
+    from privacy.local_dp import LocalDpConfig
 
+    local = spec.arm == "central_label_ldp"
     tuned = {
         "epochs": config.central_epochs,
         "batch_size": config.central_batch_size,
@@ -284,9 +294,10 @@ def centralized_config(spec: ArmSpec, config: ComparisonConfig, arms_root: str):
         dataset=config.dataset,
         data_dir=config.data_dir,
         model=config.model,
-        dp=spec.is_dp,
+        dp=spec.is_dp and not local,
         l2_norm_clip=config.central_clip,
-        target_epsilon=spec.target_epsilon,
+        target_epsilon=None if local else spec.target_epsilon,
+        local_dp=LocalDpConfig(label_epsilon=spec.target_epsilon) if local else None,
         delta=config.delta,
         accountant=config.accountant,
         sampling="poisson",
@@ -457,6 +468,12 @@ def load_arm_result(out_dir: str, spec: ArmSpec, settings: Mapping[str, Any]) ->
     return record
 
 
+def _achieved_epsilon(spec: ArmSpec, p: Mapping[str, Any]) -> float:
+    if spec.arm == "central_label_ldp":  # the local (per-label) epsilon, as released
+        return float(p["local_dp"]["labels"]["epsilon"])
+    return float(p["epsilon"]) if p.get("epsilon") is not None else math.inf
+
+
 def make_arm_record(
     spec: ArmSpec, config: ComparisonConfig, outcome: ArmOutcome, audit: dict, audit_time_s: float
 ) -> dict[str, Any]:
@@ -469,8 +486,8 @@ def make_arm_record(
         "unit": spec.unit,
         "seed": spec.seed,
         "target_epsilon": spec.target_epsilon,
-        "epsilon": float(p.get("epsilon", math.inf)) if p.get("epsilon") is not None else math.inf,
-        "delta": config.delta if spec.is_dp else None,
+        "epsilon": _achieved_epsilon(spec, p),
+        "delta": (0.0 if spec.arm == "central_label_ldp" else config.delta) if spec.is_dp else None,
         "accountant": p.get("accountant"),
         "noise_multiplier": p.get("noise_multiplier", 0.0 if not spec.is_dp else None),
         "clip": p.get("clip", p.get("clip_norm", p.get("l2_norm_clip"))),
@@ -623,7 +640,7 @@ def write_plot(rows: Sequence[Mapping[str, Any]], path: str) -> None:
             continue
         pts.sort(key=lambda a: a["epsilon"])
         x = [a["epsilon"] for a in pts]
-        label = f"{arm} ({UNITS[arm].split(' ')[0]}-level)"
+        label = f"{arm} ({'local label' if arm == 'central_label_ldp' else UNITS[arm].split(' ')[0]}-level)"
         for ax, key in ((ax_acc, "test_accuracy"), (ax_auc, auc_key)):
             ax.errorbar(
                 x,

@@ -313,3 +313,20 @@ def test_end_to_end_tiny_comparison_on_digits(tmp_path):
         assert os.path.getsize(os.path.join(res.output_dir, f)) > 0
     again = comparison.run_comparison(cfg)
     assert again.ran == [] and len(again.skipped) == 5
+
+
+def test_local_label_dp_arm_trains_on_randomized_labels_and_reports_local_epsilon(tmp_path):
+    from data.datasets import load_digits
+
+    cfg = ComparisonConfig(
+        arms=("central_label_ldp",), target_epsilons=(2.0,), root_output_dir=str(tmp_path),
+        experiment_name="ldp", central_epochs=2,
+    )  # fmt: skip
+    spec = comparison.arm_grid(cfg)[0]
+    central = comparison.centralized_config(spec, cfg, str(tmp_path / "arms"))
+    assert not central.dp and central.target_epsilon is None  # no DP-SGD: the noise is in the labels
+    assert central.local_dp.label_epsilon == 2.0
+    outcome = comparison.run_pipeline_arm(spec, cfg, load_digits(), str(tmp_path / "arms"))
+    record = comparison.make_arm_record(spec, cfg, outcome, {}, 0.0)
+    assert record["row"]["epsilon"] == 2.0 and record["row"]["delta"] == 0.0
+    assert record["row"]["unit"].startswith("example label")
