@@ -15,6 +15,7 @@ import os
 from absl import app, flags
 
 from data.datasets import DATASETS
+from pipelines import cli
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Saved model folder (Keras SavedModel, logits).")
 _DATASET = flags.DEFINE_enum("dataset", "digits", DATASETS, "Dataset the model was trained on.")
@@ -100,7 +101,7 @@ def _model_name(model_dir: str) -> str | None:
 
 
 def run() -> None:
-    app.run(main)
+    cli.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import json
 
 from absl import app, flags
 
+from pipelines import cli
 from privacy.config import ACCOUNTANTS, EXAMPLE_SAMPLINGS
 
 _NUM_EXAMPLES = flags.DEFINE_integer("num_examples", None, "Training set size N.", lower_bound=1)
@@ -110,7 +111,7 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-    app.run(main)
+    cli.run(main, __name__)
 
 
 if __name__ == "__main__":

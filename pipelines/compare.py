@@ -26,6 +26,7 @@ from absl import app, flags
 
 from data.datasets import DATASETS
 from models.builders import MODELS
+from pipelines import cli
 from pipelines.comparison import ARMS, DEFAULT_ARMS, ComparisonConfig
 
 _D = ComparisonConfig()  # flag defaults are the library defaults
@@ -221,7 +222,7 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-    app.run(main)
+    cli.run(main, __name__)
 
 
 if __name__ == "__main__":

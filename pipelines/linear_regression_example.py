@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from absl import app, flags
 
+from pipelines import cli
+
 _NUM_EXAMPLES = flags.DEFINE_integer(
     "num_examples", 10_000, "Examples generated (80% train, 20% test).", lower_bound=100
 )
@@ -76,7 +78,7 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-    app.run(main)
+    cli.run(main, __name__)
 
 
 if __name__ == "__main__":

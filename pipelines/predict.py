@@ -15,6 +15,8 @@ import sys
 
 from absl import app, flags
 
+from pipelines import cli
+
 EXIT_BAD_INPUT = 2
 EXIT_BUDGET_EXCEEDED = 3
 
@@ -121,7 +123,7 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-    app.run(main)
+    cli.run(main, __name__)
 
 
 if __name__ == "__main__":

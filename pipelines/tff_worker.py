@@ -14,6 +14,8 @@ import sys
 
 from absl import app, flags
 
+from pipelines import cli
+
 _PORT = flags.DEFINE_integer(
     "port", None, "TCP port to serve on (all interfaces).", lower_bound=1, upper_bound=65535
 )
@@ -39,7 +41,7 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-    app.run(main)
+    cli.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -16,9 +16,10 @@ from absl import app, flags
 
 from data.datasets import DATASETS
 from models.builders import MODELS, check_compatible
-from pipelines import local_dp_flags
+from pipelines import cli, local_dp_flags
 from privacy.config import ACCOUNTANTS, DP_SGD_ENGINES, EXAMPLE_SAMPLINGS
 
+flags.adopt_module_key_flags(local_dp_flags)  # show the local-DP flags in --help
 _DATASET = flags.DEFINE_enum("dataset", "digits", DATASETS, "Dataset (digits is embedded, no download).")
 _DATA_DIR = flags.DEFINE_string(
     "data_dir", None, "Cache folder for MNIST/Fashion-MNIST/CIFAR-10, or CSV path."
@@ -147,7 +148,7 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-    app.run(main)
+    cli.run(main, __name__)
 
 
 if __name__ == "__main__":

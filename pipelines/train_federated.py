@@ -17,7 +17,9 @@ import os
 
 from absl import app, flags
 
-from pipelines import local_dp_flags
+from pipelines import cli, local_dp_flags
+
+flags.adopt_module_key_flags(local_dp_flags)  # show the local-DP flags in --help
 
 # Plain tuples (not imported from the library) so that --help never imports TensorFlow.
 _DATASETS = (
@@ -224,7 +226,7 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-    app.run(main)
+    cli.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -73,3 +73,11 @@ def test_budget_target_epsilon_and_errors():
     for bad in (["--target_epsilon=-1"], ["--noise_multiplier=1", "--target_epsilon=3"], ["--delta=2"]):
         proc = subprocess.run([*base, *bad], cwd=REPO, capture_output=True, text=True)
         assert proc.returncode != 0 and "Traceback" not in proc.stderr
+
+
+def test_console_scripts_show_their_flags():
+    script = os.path.join(os.path.dirname(sys.executable), "ppml-train-centralized")
+    if not os.path.exists(script):
+        pytest.skip("project not installed as a package in this environment")
+    proc = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=60)
+    assert "--target_epsilon" in proc.stdout and "--local_dp_label_epsilon" in proc.stdout
