@@ -113,6 +113,13 @@ _REF_MODELS = flags.DEFINE_integer(
     "Reference models for the offline LiRA attack (0: loss-threshold attack only).",
     lower_bound=0,
 )
+_CANARIES = flags.DEFINE_integer(
+    "audit_canaries",
+    _D.audit_canaries,
+    "Mislabeled canaries planted in the training data of every arm, half of them inserted "
+    "(members) and half left out; even number, 0 for none.",
+    lower_bound=0,
+)
 
 
 def _floats(values: list[str]) -> list[float] | None:
@@ -204,8 +211,9 @@ def main(argv: list[str]) -> None:
             fed_example_rounds=_EX_ROUNDS.value,
             fed_example_client_learning_rate=_EX_LR.value,
             audit_reference_models=_REF_MODELS.value,
+            audit_canaries=_CANARIES.value,
         )
-        datasets = comparison._load_datasets(config, None)  # noqa: SLF001 - validated before any run
+        datasets, _ = comparison.plant_canaries(config, comparison._load_datasets(config, None))  # noqa: SLF001
         comparison.validate(config, datasets)
     except ValueError as e:
         raise app.UsageError(str(e)) from None

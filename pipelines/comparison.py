@@ -62,7 +62,7 @@ NONPRIVATE_COUNTERPART = {
     "central_label_ldp": "central_nondp",
 }
 RESULT_FILE = "arm_result.json"
-ARM_RESULT_VERSION = 2  # bump when the audit or the record changes: old records are refused
+ARM_RESULT_VERSION = 3  # bump when the audit or the record changes: old records are refused
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -111,6 +111,7 @@ class ComparisonConfig:
     # audit
     audit_reference_models: int = 4  # 0 runs the loss-threshold attack only
     audit_max_per_side: int | None = None
+    audit_canaries: int = 100  # mislabeled canaries, half inserted into training (0: none)
 
     def __post_init__(self) -> None:
         _check(len(self.arms) > 0, "no arms given; choose from " + ",".join(ARMS))
@@ -133,6 +134,10 @@ class ComparisonConfig:
         _check(all(s >= 0 for s in self.seeds), f"seeds must be >= 0, got {list(self.seeds)}")
         _check(len(set(self.seeds)) == len(self.seeds), f"seeds repeat: {list(self.seeds)}")
         _check(self.accountant in ("rdp", "pld"), f"accountant must be rdp or pld, got {self.accountant}")
+        _check(
+            self.audit_canaries >= 0 and self.audit_canaries % 2 == 0,
+            f"audit_canaries must be an even number >= 0, got {self.audit_canaries}",
+        )
         _check(
             self.fed_server_optimizer in ("sgd", "momentum", "adam"),
             f"fed_server_optimizer must be sgd, momentum or adam, got {self.fed_server_optimizer!r}",
@@ -397,10 +402,14 @@ def run_pipeline_arm(spec: ArmSpec, config: ComparisonConfig, dataset: Dataset, 
 
 
 class MembershipAuditor:
-    """Audits saved models; LiRA reference statistics are trained once per split and reused."""
+    """Audits saved models; LiRA reference statistics are trained once per split and reused.
 
-    def __init__(self) -> None:
+    With canaries (seed -> CanarySet) it also runs the canary attack on each model.
+    """
+
+    def __init__(self, canaries: Mapping[int, Any] | None = None) -> None:
         self._reference: dict[tuple, Any] = {}
+        self._canaries = dict(canaries or {})
 
     def __call__(
         self, model_dir: str, dataset: Dataset, seed: int, config: ComparisonConfig
@@ -425,16 +434,20 @@ class MembershipAuditor:
                     seed=seed,
                 )
             reference = self._reference[key]
+        logits_fn = audit.load_logits_fn(model_dir)
         result = audit.audit_model(
-            audit.load_logits_fn(model_dir),
+            logits_fn,
             dataset.x_train,
             dataset.y_train,
             dataset.x_test,
             dataset.y_test,
             split,
             reference=reference,
-        )
-        return result.as_dict()
+        ).as_dict()
+        if seed in self._canaries:
+            canary = audit.canary_audit(logits_fn, self._canaries[seed])
+            result["attacks"]["canary_loss"] = dataclasses.asdict(canary)
+        return result
 
 
 # ---------------------------------------------------------------- arm results on disk
@@ -499,6 +512,8 @@ def make_arm_record(
         "attack_tpr_at_1pct_fpr": attacks.get("loss_threshold", {}).get("tpr_at_fpr"),
         "lira_auc": attacks.get("lira_offline", {}).get("auc"),
         "lira_tpr_at_1pct_fpr": attacks.get("lira_offline", {}).get("tpr_at_fpr"),
+        "canary_auc": attacks.get("canary_loss", {}).get("auc"),
+        "canary_tpr_at_1pct_fpr": attacks.get("canary_loss", {}).get("tpr_at_fpr"),
         "null_loss_auc": audit.get("null_loss_auc"),
         "member_accuracy": audit.get("member_accuracy"),
         "nonmember_accuracy": audit.get("nonmember_accuracy"),
@@ -542,6 +557,7 @@ def aggregate(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             "attack_tpr_at_1pct_fpr",
             "lira_auc",
             "lira_tpr_at_1pct_fpr",
+            "canary_auc",
             "wall_time_s",
         ):
             m, s, _ = _mean_std([r.get(key) for r in rs])
@@ -571,11 +587,13 @@ def results_markdown(rows: Sequence[Mapping[str, Any]], config: ComparisonConfig
         "Membership inference, members = training examples vs held-out non-members (balanced): "
         "loss-attack = loss-threshold attack (Yeom et al.); LiRA = offline LiRA with reference "
         "models, which calibrates per-example difficulty (the stronger, better-controlled number; "
-        "0.5 = no leakage detected). Wall time includes the audit.",
+        "0.5 = no leakage detected); canary AUC = loss attack on mislabeled canaries, half of them "
+        "inserted into every arm's training data (the worst-case probe DP is meant to bound). "
+        "Wall time includes the audit.",
         "",
         "| arm | unit | target ε | achieved ε | noise | accuracy | loss-attack AUC | LiRA AUC "
-        "| LiRA TPR@1%FPR | wall time (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| LiRA TPR@1%FPR | canary AUC | wall time (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for a in agg:
         n = a["seeds"]
@@ -592,6 +610,7 @@ def results_markdown(rows: Sequence[Mapping[str, Any]], config: ComparisonConfig
             f"{_fmt(a['attack_auc'], a['attack_auc_std'], n)} | "
             f"{_fmt(a['lira_auc'], a['lira_auc_std'], n)} | "
             f"{_fmt(a['lira_tpr_at_1pct_fpr'], a['lira_tpr_at_1pct_fpr_std'], n)} | "
+            f"{_fmt(a['canary_auc'], a['canary_auc_std'], n)} | "
             f"{_fmt(a['wall_time_s'], a['wall_time_s_std'], n, 1)} |"
         )
     baselines = {r["seed"]: r.get("null_loss_auc") for r in rows if r.get("null_loss_auc") is not None}
@@ -622,9 +641,15 @@ def write_plot(rows: Sequence[Mapping[str, Any]], path: str) -> None:
     import matplotlib.ticker
 
     agg = aggregate(rows)
-    auc_key = "lira_auc" if all(math.isfinite(a["lira_auc"]) for a in agg) else "attack_auc"
+    auc_key = next(
+        k for k in ("canary_auc", "lira_auc", "attack_auc") if all(math.isfinite(a[k]) for a in agg)
+    )
     auc_title = (
-        "membership attack AUC (" + ("offline LiRA" if auc_key == "lira_auc" else "loss threshold") + ")"
+        "membership attack AUC ("
+        + {"canary_auc": "inserted canaries", "lira_auc": "offline LiRA", "attack_auc": "loss threshold"}[
+            auc_key
+        ]
+        + ")"
     )
     fig, (ax_acc, ax_auc) = plt.subplots(1, 2, figsize=(11, 4.2))
     colors = {
@@ -795,6 +820,22 @@ def _load_datasets(config: ComparisonConfig, dataset: Dataset | None) -> dict[in
     return {s: load_dataset(config.dataset, config.data_dir, seed=s) for s in config.seeds}
 
 
+def plant_canaries(config: ComparisonConfig, datasets: Mapping[int, Dataset]) -> tuple[dict, dict]:
+    """Per seed: the training set with canaries planted (same for every arm), and the canaries."""
+    from privacy import audit
+
+    planted, canaries = {}, {}
+    for seed, ds in datasets.items():
+        if config.audit_canaries == 0:
+            planted[seed] = ds
+            continue
+        x, y, canaries[seed] = audit.plant_canaries(
+            ds.x_train, ds.y_train, ds.num_classes, config.audit_canaries, seed
+        )
+        planted[seed] = dataclasses.replace(ds, x_train=x, y_train=y, client_ids=None)
+    return planted, canaries
+
+
 def validate(config: ComparisonConfig, datasets: Mapping[int, Dataset], check_pipelines: bool = True) -> None:
     """Every check that can fail, done before the first arm starts or any file is written."""
     check_output_dir_writable(config.output_dir)
@@ -848,8 +889,8 @@ def run_comparison(
     start = time.time()
     real_pipelines = run_arm is None
     run_arm = run_arm or run_pipeline_arm
-    auditor = auditor or MembershipAuditor()
-    datasets = _load_datasets(config, dataset)
+    datasets, canaries = plant_canaries(config, _load_datasets(config, dataset))
+    auditor = auditor or MembershipAuditor(canaries)
     validate(config, datasets, check_pipelines=real_pipelines)
 
     out = outputs.run_dir(config.root_output_dir, config.experiment_name)

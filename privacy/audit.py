@@ -427,3 +427,50 @@ def summarize(result: AuditResult, attacks: Sequence[str] = ATTACKS) -> str:
                 f"advantage {a.advantage:.3f}"
             )
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- canaries
+
+
+@dataclasses.dataclass(frozen=True)
+class CanarySet:
+    """Mislabeled training examples, half of them inserted into training (the members).
+
+    Natural examples barely leak on small, well-generalizing tasks, so a membership AUC near
+    the split baseline says little. Canaries (Jagielski et al. 2020; Nasr et al. 2021) are the
+    standard worst-case probe: a non-private model memorizes an inserted wrong label, while DP
+    bounds how much any single record, canaries included, can change the model.
+    """
+
+    x: np.ndarray
+    wrong_labels: np.ndarray
+    inserted: np.ndarray  # bool: True for the canaries that are in the training set
+
+
+def plant_canaries(
+    x_train: np.ndarray, y_train: np.ndarray, num_classes: int, num_canaries: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, CanarySet]:
+    """Training set with `num_canaries` examples turned into canaries, half of them kept.
+
+    The canary pool is drawn from the training set and removed from it; each canary gets a
+    uniformly random wrong label; a random half (the members) go back into training with
+    that wrong label, the other half (the non-members) are left out.
+    """
+    if num_canaries < 2 or num_canaries % 2 or num_canaries > len(x_train) // 2:
+        raise ValueError(f"num_canaries must be even, >= 2 and <= N/2, got {num_canaries}")
+    rng = np.random.default_rng([seed, 0xCA1A])
+    pool = rng.choice(len(x_train), num_canaries, replace=False)
+    wrong = (y_train[pool] + rng.integers(1, num_classes, num_canaries)) % num_classes
+    inserted = np.zeros(num_canaries, bool)
+    inserted[rng.permutation(num_canaries)[: num_canaries // 2]] = True
+    keep = np.ones(len(x_train), bool)
+    keep[pool] = False
+    x_new = np.concatenate([x_train[keep], x_train[pool[inserted]]])
+    y_new = np.concatenate([y_train[keep], wrong[inserted].astype(y_train.dtype)])
+    return x_new, y_new, CanarySet(x_train[pool], wrong.astype(y_train.dtype), inserted)
+
+
+def canary_audit(logits_fn: LogitsFn, canaries: CanarySet, max_fpr: float = DEFAULT_FPR) -> AttackResult:
+    """Loss-threshold attack on the canaries' wrong labels: inserted vs left-out canaries."""
+    scores = -cross_entropy(_as_logits(logits_fn(canaries.x)), canaries.wrong_labels)
+    return evaluate_attack("canary_loss", scores[canaries.inserted], scores[~canaries.inserted], max_fpr)

@@ -235,3 +235,26 @@ def test_recalibrated_out_mean_is_affine_and_label_free():
     phi = 0.5 * mu - 1.0  # a less confident target on the same difficulty ranking
     assert np.allclose(audit.recalibrated_out_mean(phi, mu), phi)
     assert np.allclose(audit.recalibrated_out_mean(phi, np.ones(4)), phi.mean())
+
+
+def test_canaries_are_planted_and_memorized_canaries_are_detected():
+    from sklearn.linear_model import LogisticRegression
+
+    from data.datasets import load_digits
+
+    d = load_digits()
+    x, y, canaries = audit.plant_canaries(d.x_train, d.y_train, 10, 60, seed=0)
+    assert len(x) == len(d.x_train) - 30 and canaries.inserted.sum() == 30
+    # every canary label is wrong, and the inserted ones are in the training set with it
+    flat = x.reshape(len(x), -1)
+    for cx, cy, ins in zip(canaries.x.reshape(60, -1), canaries.wrong_labels, canaries.inserted):
+        rows = np.flatnonzero((flat == cx).all(1))
+        assert (len(rows) > 0 and np.all(y[rows] == cy)) if ins else np.all(y[rows] != cy)
+    memorizer = LogisticRegression(C=1e4, max_iter=5000).fit(flat, y)  # fits the wrong labels
+    res = audit.canary_audit(lambda q: memorizer.decision_function(q.reshape(len(q), -1)), canaries)
+    assert res.auc > 0.9
+    blind = LogisticRegression(C=1e4, max_iter=5000).fit(d.x_test.reshape(len(d.x_test), -1), d.y_test)
+    res = audit.canary_audit(lambda q: blind.decision_function(q.reshape(len(q), -1)), canaries)
+    assert 0.25 < res.auc < 0.75  # never saw any canary
+    with pytest.raises(ValueError, match="even"):
+        audit.plant_canaries(d.x_train, d.y_train, 10, 7, seed=0)
