@@ -16,12 +16,13 @@ worker, running the federated graph), which dominates when clients are small.
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 
 import numpy as np
-from absl import app, flags
+from absl import flags
+
+from pipelines import _app
 
 _NUM_CLIENTS = flags.DEFINE_integer("num_clients", 300, "Simulated clients.", lower_bound=1)
 _CPR = flags.DEFINE_integer("clients_per_round", 30, "Clients per round.", lower_bound=1)
@@ -33,83 +34,80 @@ _ROUNDS = flags.DEFINE_integer("rounds", 8, "Timed rounds.", lower_bound=1)
 _WARMUP = 2
 
 
-def main(argv: list[str]) -> None:
-    del argv
-    from pipelines.absl_tf import import_tensorflow
+def _federated(ds, pop, out: str):
+    """(config, timed rounds, fixed per-round cost) of FedAvg on `pop`, and of one-example clients."""
+    from data.clients import ClientPopulation
+    from training import federated
 
-    tf = import_tensorflow()  # before anything imports TF inside main() (see pipelines/absl_tf.py)
-    from data.datasets import load_digits
-    from data.federated import ClientPopulation, from_dataset
-    from models.builders import build_model
-    from pipelines import federated
-
-    ds = load_digits()
-    pop = from_dataset(ds, _PARTITION.value, _NUM_CLIENTS.value, alpha=1.0, seed=0)
     rounds = _WARMUP + _ROUNDS.value
-    with tempfile.TemporaryDirectory() as out:
-        config = federated.FederatedConfig(
-            model=_MODEL.value,
-            num_clients=_NUM_CLIENTS.value,
-            clients_per_round=_CPR.value,
-            rounds=rounds,
-            partition=_PARTITION.value,
-            client_epochs=_EPOCHS.value,
-            client_batch_size=_BATCH.value,
-            client_sampling="uniform",
-            eval_every=rounds,
-            checkpoint_every=rounds,
-            root_output_dir=out,
-            experiment_name="bench",
-        )
-        result = federated.run(config, pop)
-        timed = result.history[_WARMUP:]
-        fed_examples = sum(r["train_num_examples"] for r in timed)
-        fed_time = sum(r["round_time_s"] for r in timed)
-
-        # One example per client: the fixed cost of a round.
-        tiny = ClientPopulation(
-            "digits",
-            ds.x_train,
-            ds.y_train,
-            [np.array([i]) for i in range(_CPR.value)],
-            ds.x_test,
-            ds.y_test,
-            10,
-        )
-        tiny_cfg = federated.FederatedConfig(
-            model=_MODEL.value,
-            num_clients=_CPR.value,
-            clients_per_round=_CPR.value,
-            rounds=rounds,
-            partition="iid",
-            client_epochs=1,
-            client_sampling="uniform",
-            eval_every=rounds,
-            checkpoint_every=rounds,
-            root_output_dir=out,
-            experiment_name="tiny",
-        )
-        tiny_rounds = federated.run(tiny_cfg, tiny).history[_WARMUP:]
-        overhead = float(np.mean([r["round_time_s"] for r in tiny_rounds]))
-
-    # Centralized: the same examples (the timed rounds' clients), same batches and epochs.
-    from privacy.sampling import sample_clients
-
-    dp = federated.dp_config(config, pop.num_clients)
-    idx = np.concatenate(
-        [pop.client_indices[c] for r in range(_WARMUP, rounds) for c in sample_clients(dp, r, config.seed)]
+    common = dict(model=_MODEL.value, rounds=rounds, client_sampling="uniform", eval_every=rounds)
+    config = federated.FederatedConfig(
+        **common,
+        num_clients=_NUM_CLIENTS.value,
+        clients_per_round=_CPR.value,
+        partition=_PARTITION.value,
+        client_epochs=_EPOCHS.value,
+        client_batch_size=_BATCH.value,
+        checkpoint_every=rounds,
+        root_output_dir=out,
+        experiment_name="bench",
     )
-    x, y = ds.x_train[idx], ds.y_train[idx]
+    timed = federated.run(config, pop).history[_WARMUP:]
+    # One example per client: the fixed cost of a round.
+    tiny = ClientPopulation(
+        "digits", ds.x_train, ds.y_train, [np.array([i]) for i in range(_CPR.value)], ds.x_test, ds.y_test, 10
+    )
+    tiny_cfg = federated.FederatedConfig(
+        **common,
+        num_clients=_CPR.value,
+        clients_per_round=_CPR.value,
+        partition="iid",
+        client_epochs=1,
+        checkpoint_every=rounds,
+        root_output_dir=out,
+        experiment_name="tiny",
+    )
+    tiny_rounds = federated.run(tiny_cfg, tiny).history[_WARMUP:]
+    return config, timed, float(np.mean([r["round_time_s"] for r in tiny_rounds]))
+
+
+def _centralized_seconds(tf, ds, x, y, client_learning_rate: float) -> float:
+    """Keras fit of the same model on the same examples, same batch size, epochs and SGD rate."""
+    from models.builders import build_model
+
     model = build_model(_MODEL.value, ds.input_shape, ds.num_classes, seed=0)
     model.compile(
-        optimizer=tf.keras.optimizers.SGD(config.client_learning_rate),
+        optimizer=tf.keras.optimizers.SGD(client_learning_rate),
         loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     model.fit(x[: _BATCH.value * 4], y[: _BATCH.value * 4], batch_size=_BATCH.value, verbose=0)  # warm-up
     t0 = time.time()
     model.fit(x, y, batch_size=_BATCH.value, epochs=_EPOCHS.value, verbose=0, shuffle=True)
-    central_time = time.time() - t0
-    central_examples = len(x) * _EPOCHS.value
+    return time.time() - t0
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    from pipelines._app import import_tensorflow
+
+    tf = import_tensorflow()  # before anything imports TF inside main() (see pipelines/_app.py)
+    from data.clients import from_dataset
+    from data.datasets import load_digits
+    from privacy.sampling import sample_clients
+    from training import federated
+
+    ds = load_digits()
+    pop = from_dataset(ds, _PARTITION.value, _NUM_CLIENTS.value, alpha=1.0, seed=0)
+    with tempfile.TemporaryDirectory() as out:
+        config, timed, overhead = _federated(ds, pop, out)
+    fed_examples = sum(r["train_num_examples"] for r in timed)
+    fed_time = sum(r["round_time_s"] for r in timed)
+    # Centralized: the same examples (the timed rounds' clients), same batches and epochs.
+    dp = federated.dp_config(config, pop.num_clients)
+    rounds = range(_WARMUP, _WARMUP + _ROUNDS.value)
+    idx = np.concatenate([pop.client_indices[c] for r in rounds for c in sample_clients(dp, r, config.seed)])
+    central_time = _centralized_seconds(tf, ds, ds.x_train[idx], ds.y_train[idx], config.client_learning_rate)
+    central_examples = len(idx) * _EPOCHS.value
 
     fed_rate = fed_examples / fed_time
     central_rate = central_examples / central_time
@@ -133,5 +131,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    app.run(main)
+    _app.run(main, __name__)

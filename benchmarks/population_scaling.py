@@ -4,7 +4,7 @@
   python -m benchmarks.population_scaling --populations=1000,10000,50000 --rounds=10
 
 Each population is synthetic (20 features, 4 classes, `--examples_per_client` each), runs
-through the real `pipelines.federated.run` (uniform sampling of `--clients_per_round`), and
+through the real `training.federated.run` (uniform sampling of `--clients_per_round`), and
 reports the median round time (first round of each run excluded: it traces the computation) and the peak
 resident memory of this process plus its TFF worker, sampled every 50 ms. Client datasets
 are built lazily, so the round time should not grow with the population, and memory only
@@ -13,14 +13,15 @@ by the (small) numpy arrays of the population.
 
 from __future__ import annotations
 
-import os
 import tempfile
 import threading
 import time
 
 import numpy as np
 import psutil
-from absl import app, flags
+from absl import flags
+
+from pipelines import _app
 
 _POPULATIONS = flags.DEFINE_list("populations", ["1000", "10000"], "Population sizes to compare.")
 _CPR = flags.DEFINE_integer("clients_per_round", 100, "Clients per round.", lower_bound=1)
@@ -65,7 +66,7 @@ class PeakRss:
 
 
 def synthetic_population(num_clients: int, per_client: int, seed: int = 0):
-    from data.federated import ClientPopulation
+    from data.clients import ClientPopulation
 
     rng = np.random.default_rng(seed)
     n = num_clients * per_client
@@ -80,10 +81,10 @@ def synthetic_population(num_clients: int, per_client: int, seed: int = 0):
 
 def main(argv: list[str]) -> None:
     del argv
-    from pipelines.absl_tf import import_tensorflow
+    from pipelines._app import import_tensorflow
 
-    import_tensorflow()  # before anything imports TF inside main() (see pipelines/absl_tf.py)
-    from pipelines import federated
+    import_tensorflow()  # before anything imports TF inside main() (see pipelines/_app.py)
+    from training import federated
 
     sizes = [int(p) for p in _POPULATIONS.value]
     times: dict[int, list[float]] = {size: [] for size in sizes}
@@ -135,5 +136,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    app.run(main)
+    _app.run(main, __name__)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from absl import app, flags
 
+from pipelines import _app
+
 _MODEL_DIR = flags.DEFINE_string(
     "model_dir", None, "Keras SavedModel; default: fit sklearn LogisticRegression."
 )
@@ -23,29 +25,37 @@ _REPEATS = flags.DEFINE_integer("repeats", 5, "Noise draws per (mechanism, epsil
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the split and of the simulated noise.")
 
 
-def _probabilities():
+def sklearn_probabilities(dataset: str, data_dir: str | None, seed: int):
+    """(test-set class probabilities, labels) of a non-private sklearn logistic regression."""
     import numpy as np
-
-    from data.datasets import load_dataset
-    from pipelines import prediction
-
-    data = load_dataset(_DATASET.value, _DATA_DIR.value, seed=_SEED.value)
-    if data.task != "classification":
-        raise app.UsageError(f"{_DATASET.value} is a regression dataset")
-    if _MODEL_DIR.value:
-        return prediction.model_probabilities(_MODEL_DIR.value, data.x_test), data.y_test, _MODEL_DIR.value
     from sklearn.linear_model import LogisticRegression
 
+    from data.datasets import load_dataset
+
+    data = load_dataset(dataset, data_dir, seed=seed)
+    if data.task != "classification":
+        raise app.UsageError(f"{dataset} is a regression dataset")
     flat = lambda x: x.reshape(len(x), -1)  # noqa: E731
     clf = LogisticRegression(max_iter=2000).fit(flat(data.x_train), data.y_train)
     probs = np.zeros((len(data.x_test), data.num_classes))
     probs[:, clf.classes_] = clf.predict_proba(flat(data.x_test))
-    return probs, data.y_test, "sklearn LogisticRegression (non-private)"
+    return probs, data.y_test
+
+
+def _probabilities():
+    if not _MODEL_DIR.value:
+        probs, labels = sklearn_probabilities(_DATASET.value, _DATA_DIR.value, _SEED.value)
+        return probs, labels, "sklearn LogisticRegression (non-private)"
+    from data.datasets import load_dataset
+    from training import prediction
+
+    data = load_dataset(_DATASET.value, _DATA_DIR.value, seed=_SEED.value)
+    return prediction.model_probabilities(_MODEL_DIR.value, data.x_test), data.y_test, _MODEL_DIR.value
 
 
 def main(argv: list[str]) -> None:
     del argv
-    from pipelines import prediction
+    from privacy import prediction_release as prediction
 
     try:
         epsilons = [float(e) for e in _EPSILONS.value]
@@ -62,4 +72,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _app.run(main, __name__)

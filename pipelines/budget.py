@@ -11,28 +11,26 @@ from __future__ import annotations
 
 import json
 
-from absl import app, flags
+from absl import flags
 
-from pipelines import cli
-from privacy.config import ACCOUNTANTS, EXAMPLE_SAMPLINGS
+from pipelines import _app, _flags
+from privacy.config import EXAMPLE_SAMPLINGS
 
+_BUDGET = _flags.define_budget_flags(
+    noise_help="Noise stddev / clip norm.", target_help="Find the smallest noise meeting this epsilon."
+)
+flags.adopt_module_key_flags(_flags)  # the shared flags above are this binary's too (--help)
 _NUM_EXAMPLES = flags.DEFINE_integer("num_examples", None, "Training set size N.", lower_bound=1)
 _BATCH_SIZE = flags.DEFINE_integer(
     "batch_size", None, "Batch size (expected batch size q*N under Poisson sampling).", lower_bound=1
 )
 _EPOCHS = flags.DEFINE_integer("epochs", None, "Number of epochs.", lower_bound=1)
-_NOISE = flags.DEFINE_float("noise_multiplier", None, "Noise stddev / clip norm.", lower_bound=0.0)
-_TARGET = flags.DEFINE_float("target_epsilon", None, "Find the smallest noise meeting this epsilon.")
-_DELTA = flags.DEFINE_float("delta", 1e-5, "Target delta.")
-_ACCOUNTANT = flags.DEFINE_enum("accountant", "rdp", ACCOUNTANTS, "Privacy accountant.")
 _SAMPLING = flags.DEFINE_enum(
     "sampling", "poisson", EXAMPLE_SAMPLINGS, "poisson: amplification by sampling; shuffle: none."
 )
 _OUTPUT = flags.DEFINE_enum("output", "text", ["text", "json"], "Output format.")
 
 flags.mark_flags_as_required(["num_examples", "batch_size", "epochs"])
-flags.register_validator("target_epsilon", lambda v: v is None or v > 0, "--target_epsilon must be > 0")
-flags.register_validator("delta", lambda v: 0 < v < 1, "--delta must be in (0, 1)")
 flags.register_multi_flags_validator(
     ["noise_multiplier", "target_epsilon"],
     lambda f: (f["noise_multiplier"] is None) != (f["target_epsilon"] is None),
@@ -55,9 +53,10 @@ def compute(
     accountant: str,
     sampling: str,
 ) -> dict:
-    """The budget report as a plain dict (the library half of this binary)."""
+    """The budget report: privacy.json's keys (`privacy.report`) plus the target, as a plain dict."""
     from privacy import accounting
     from privacy.config import DpSgdConfig
+    from privacy.report import privacy_report
 
     config = DpSgdConfig(
         num_examples=num_examples,
@@ -70,48 +69,41 @@ def compute(
     )
     if target_epsilon is not None:
         config = accounting.calibrate_dp_sgd(config, target_epsilon)
-    st = accounting.dp_sgd_statement(config)
-    return {
-        "epsilon": st.epsilon,
-        "delta": st.delta,
-        "noise_multiplier": config.noise_multiplier,
-        "accountant": st.accountant,
-        "sampling": st.sampling,
-        "sampling_rate": config.sampling_rate,
-        "steps": st.steps,
-        "epochs": epochs,
-        "adjacency": st.adjacency,
-        "target_epsilon": target_epsilon,
-        "statement": st.as_text(),
-    }
+    report = privacy_report(
+        accounting.dp_sgd_guarantee(config),
+        sampling_rate=config.sampling_rate,
+        epochs=epochs,
+        num_examples=num_examples,
+        target_epsilon=target_epsilon,
+    )
+    del report["l2_norm_clip"]  # epsilon depends on z alone; no clip was given
+    return report
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    try:
+    del argv  # extra arguments were refused by _app.run
+    with _app.bad_input():
         report = compute(
             _NUM_EXAMPLES.value,
             _BATCH_SIZE.value,
             _EPOCHS.value,
-            _NOISE.value,
-            _TARGET.value,
-            _DELTA.value,
-            _ACCOUNTANT.value,
+            _BUDGET.noise_multiplier.value,
+            _BUDGET.target_epsilon.value,
+            _BUDGET.delta.value,
+            _BUDGET.accountant.value,
             _SAMPLING.value,
         )
-    except ValueError as e:
-        raise app.UsageError(str(e)) from e
     if _OUTPUT.value == "json":
-        print(json.dumps(report))
+        print(json.dumps(report, allow_nan=False))
     else:
-        if _TARGET.value is not None:
-            print(f"noise multiplier for epsilon <= {_TARGET.value}: {report['noise_multiplier']:.4f}")
+        if _BUDGET.target_epsilon.value is not None:
+            target, z = _BUDGET.target_epsilon.value, report["noise_multiplier"]
+            print(f"noise multiplier for epsilon <= {target}: {z:.4f}")
         print(report["statement"])
 
 
 def run() -> None:
-    cli.run(main, __name__)
+    _app.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -5,19 +5,19 @@
 
 Each query costs --prediction_epsilon (basic composition). The ledger
 <model_dir>/../prediction_ledger.json fixes the total budget on first use; a batch that
-would take the total past it is refused as a whole (no query answered) with exit code 3.
-Bad input exits with code 2. Both print one line to stderr, never a traceback.
+would take the total past it is refused as a whole (no query answered) with exit code 3 and one
+line. The answers are written (to --output_file, atomically, or to stdout as CSV) only once their
+cost is in the ledger, and charged only if they could be written.
 """
 
 from __future__ import annotations
 
 import sys
 
-from absl import app, flags
+from absl import flags
 
-from pipelines import cli
+from pipelines import _app
 
-EXIT_BAD_INPUT = 2
 EXIT_BUDGET_EXCEEDED = 3
 
 _MODEL_DIR = flags.DEFINE_string(
@@ -63,49 +63,42 @@ flags.register_multi_flags_validator(
 )
 
 
-def _fail(code: int, message: str) -> None:
-    print(f"predict: {message}", file=sys.stderr)
-    sys.exit(code)
-
-
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    del argv  # extra arguments were refused by _app.run
     import numpy as np
 
-    from data.datasets import DatasetError
-    from pipelines import prediction
-    from pipelines.outputs import write_csv
+    from privacy.prediction_ledger import BudgetExceededError, PredictionLedger, ledger_path
+    from privacy.prediction_release import PredictionConfig
+    from training import prediction
 
     mechanism = _MECHANISM.value or ("exponential" if _RELEASE.value == "label" else "laplace")
-    try:
-        config = prediction.PredictionConfig(
+    with _app.bad_input():
+        config = PredictionConfig(
             release=_RELEASE.value,
             mechanism=mechanism,
             epsilon=_EPSILON.value,
             delta=_DELTA.value if (_RELEASE.value == "scores" and mechanism == "gaussian") else 0.0,
         )
         prediction.check_model_dir(_MODEL_DIR.value)
-        ledger = prediction.PredictionLedger(prediction.ledger_path(_MODEL_DIR.value))
-        ledger.check(_NUM_QUERIES.value, config, _BUDGET.value, _DELTA_BUDGET.value)  # before any heavy work
-        x, labels = prediction.load_queries(
-            _NUM_QUERIES.value, _DATASET.value, _DATA_DIR.value, _INPUT_FILE.value, seed=_DATA_SEED.value
-        )
-        rng = None
-        if _SEED.value is not None:
-            print("predict: warning: --seed makes the noise predictable (tests only)", file=sys.stderr)
-            rng = np.random.default_rng(_SEED.value)
-        result = prediction.answer_queries(
-            _MODEL_DIR.value, x, labels, config, _BUDGET.value, _DELTA_BUDGET.value, rng=rng
-        )
-        if _OUTPUT_FILE.value:
-            write_csv(_OUTPUT_FILE.value, result.rows())
-    except prediction.BudgetExceededError as e:
-        _fail(EXIT_BUDGET_EXCEEDED, str(e))
-    except (ValueError, DatasetError, OSError) as e:
-        _fail(EXIT_BAD_INPUT, f"error: {e}")
+        delivery = prediction.Delivery(_OUTPUT_FILE.value)
+        ledger = PredictionLedger(ledger_path(_MODEL_DIR.value))
+        try:
+            ledger.check(_NUM_QUERIES.value, config, _BUDGET.value, _DELTA_BUDGET.value)  # before heavy work
+            queries = (_NUM_QUERIES.value, _DATASET.value, _DATA_DIR.value, _INPUT_FILE.value)
+            x, labels = prediction.load_queries(*queries, seed=_DATA_SEED.value)
+            rng = None
+            if _SEED.value is not None:
+                print("predict: warning: --seed makes the noise predictable (tests only)", file=sys.stderr)
+                rng = np.random.default_rng(_SEED.value)
+            result = prediction.answer_queries(
+                _MODEL_DIR.value, x, labels, config, _BUDGET.value, _DELTA_BUDGET.value, rng, delivery
+            )
+        except BudgetExceededError as e:
+            raise _app.Exit(str(e), code=EXIT_BUDGET_EXCEEDED) from None
+    # the summary goes to stderr when the answers themselves went to stdout
+    out = sys.stdout if _OUTPUT_FILE.value else sys.stderr
     state = result.ledger
-    print(f"answered {len(x)} queries: {config.describe()}")
+    print(f"answered {len(x)} queries: {config.describe()}", file=out)
     print(
         f"prediction budget: spent epsilon {float(state.epsilon_spent):.6g} "
         f"of {float(state.epsilon_budget):.6g}"
@@ -114,16 +107,17 @@ def main(argv: list[str]) -> None:
             if config.uses_delta
             else ""
         )
-        + f" ({state.queries_answered} queries in total; {state.affordable_queries(config)} more affordable)"
+        + f" ({state.queries_answered} queries in total; {state.affordable_queries(config)} more affordable)",
+        file=out,
     )
     if result.accuracy is not None:
-        print(f"accuracy of released labels vs true labels: {result.accuracy:.4f}")
+        print(f"accuracy of released labels vs true labels: {result.accuracy:.4f}", file=out)
     if _OUTPUT_FILE.value:
-        print(f"released answers written to {_OUTPUT_FILE.value}")
+        print(f"released answers written to {_OUTPUT_FILE.value}", file=out)
 
 
 def run() -> None:
-    cli.run(main, __name__)
+    _app.run(main, __name__)
 
 
 if __name__ == "__main__":

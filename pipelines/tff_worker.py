@@ -10,11 +10,12 @@ Imports neither TensorFlow nor TensorFlow Federated.
 
 from __future__ import annotations
 
+import signal
 import sys
 
-from absl import app, flags
+from absl import flags
 
-from pipelines import cli
+from pipelines import _app
 
 _PORT = flags.DEFINE_integer(
     "port", None, "TCP port to serve on (all interfaces).", lower_bound=1, upper_bound=65535
@@ -29,19 +30,18 @@ flags.mark_flag_as_required("port")
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    from pipelines import tff_runtime
+    del argv  # extra arguments were refused by _app.run
+    from training.federated import worker_processes
 
-    try:
-        status = tff_runtime.serve_worker(_PORT.value, _MAX_CONCURRENT_CALLS.value)
-    except RuntimeError as e:  # e.g. the port is taken: say so, no traceback
-        sys.exit(f"tff_worker: {e}")
+    with _app.bad_input(RuntimeError):  # e.g. the port is taken: one line, no traceback
+        status = worker_processes.serve_worker(_PORT.value, _MAX_CONCURRENT_CALLS.value)
+    if status > 128:
+        print(f"tff_worker: stopped ({signal.Signals(status - 128).name})", file=sys.stderr)
     sys.exit(status)
 
 
 def run() -> None:
-    cli.run(main, __name__)
+    _app.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -13,43 +13,28 @@ metrics.csv, tensorboard/, model/ (SavedModel), checkpoints/.
 
 from __future__ import annotations
 
-import os
+from absl import flags
 
-from absl import app, flags
+from data.datasets import FEDERATED_DATASETS
+from pipelines import _app, _flags
 
-from pipelines import cli, local_dp_flags
-
-flags.adopt_module_key_flags(local_dp_flags)  # show the local-DP flags in --help
-
-# Plain tuples (not imported from the library) so that --help never imports TensorFlow.
-_DATASETS = (
-    "digits",
-    "synthetic_classification",
-    "synthetic_regression",
-    "mnist",
-    "fashion_mnist",
-    "cifar10",
-    "csv",
-    "emnist",
+_DATA = _flags.define_dataset_flags(FEDERATED_DATASETS, "Dataset; emnist = TFF's federated EMNIST.")
+_MODEL = _flags.define_model_flag()
+_BUDGET = _flags.define_budget_flags(
+    noise_help="Noise stddev / clip. With --target_epsilon: stop before exceeding the target.",
+    target_help="User-level epsilon budget; alone, it calibrates --noise_multiplier.",
+    delta_help="Target delta (must be < 1/num_clients).",
 )
-_MODELS = ("linear", "logistic", "mlp", "cnn")
-_NEEDS_DATA_DIR = ("mnist", "fashion_mnist", "cifar10", "csv", "emnist")
+_OUT = _flags.define_output_flags("federated")
+_LOCAL_DP = _flags.define_local_dp_flags()
+_SEED = _flags.define_seed_flag("Seed for the split, partition, init and client sampling.")
+_SECURE = _flags.define_secure_noise_flag()
+_AUDIT = _flags.define_audit_flags(canary_clients=0)
+flags.adopt_module_key_flags(_flags)  # the shared flags above are this binary's too (--help)
 
-_DATASET = flags.DEFINE_enum("dataset", "digits", _DATASETS, "Dataset; emnist = TFF's federated EMNIST.")
-_DATA_DIR = flags.DEFINE_string(
-    "data_dir", None, "Cache folder (MNIST/CIFAR/EMNIST) or CSV file/folder. emnist: holds emnist_all.sqlite."
-)
-_DOWNLOAD = flags.DEFINE_bool("download", False, "Download a missing public dataset into --data_dir.")
-_LABEL_COLUMN = flags.DEFINE_string("label_column", "label", "CSV label column.")
-_CLIENT_ID_COLUMN = flags.DEFINE_string(
-    "client_id_column", None, "CSV client-id column (for --partition=natural)."
-)
-_MODEL = flags.DEFINE_enum("model", "mlp", _MODELS, "Model architecture.")
+_CLIENT_ID_COLUMN = flags.DEFINE_string("client_id_column", None, "CSV client-id column (natural partition).")
 _NUM_CLIENTS = flags.DEFINE_integer(
-    "num_clients",
-    300,
-    "Simulated clients (natural partition: 0 = all, fewer = a seeded subset).",
-    lower_bound=0,
+    "num_clients", 300, "Clients (natural partition: 0 = all).", lower_bound=0
 )
 _CPR = flags.DEFINE_integer(
     "clients_per_round", 30, "Clients per round (expected number under Poisson sampling).", lower_bound=1
@@ -66,7 +51,7 @@ _SERVER_OPT = flags.DEFINE_enum(
 _SERVER_LR = flags.DEFINE_float(
     "server_learning_rate", None, "Server learning rate (default: 0.1 for adam, 1.0 for sgd and momentum)."
 )
-_FEDPROX_MU = flags.DEFINE_float("fedprox_mu", 0.0, "FedProx proximal strength (0 = plain FedAvg).")
+_FEDPROX_MU = flags.DEFINE_float("fedprox_mu", 0.0, "FedProx proximal strength (0: FedAvg).", lower_bound=0)
 _WEIGHTED = flags.DEFINE_bool(
     "weighted", None, "Weight client updates by examples (non-private only; default: yes without DP)."
 )
@@ -78,14 +63,6 @@ _AGGREGATOR = flags.DEFINE_enum(
     "tree: tree aggregation (DP-FTRL).",
 )
 _CLIP = flags.DEFINE_float("clip_norm", 1.0, "L2 clip of each client's update (initial clip if adaptive).")
-_NOISE = flags.DEFINE_float(
-    "noise_multiplier", None, "Noise stddev / clip. With --target_epsilon: stop before exceeding the target."
-)
-_TARGET = flags.DEFINE_float(
-    "target_epsilon", None, "User-level epsilon budget; alone, it calibrates --noise_multiplier."
-)
-_DELTA = flags.DEFINE_float("delta", 1e-5, "Target delta (should be < 1/num_clients).")
-_ACCOUNTANT = flags.DEFINE_enum("accountant", "rdp", ["rdp", "pld"], "Privacy accountant.")
 _SAMPLING = flags.DEFINE_enum(
     "client_sampling", "poisson", ["uniform", "poisson"], "Client sampling (matched by the accountant)."
 )
@@ -93,94 +70,36 @@ _QUANTILE = flags.DEFINE_float(
     "target_unclipped_quantile", 0.5, "Adaptive clipping: target fraction of unclipped updates."
 )
 _COUNT_STDDEV = flags.DEFINE_float(
-    "clipped_count_stddev",
-    None,
-    "Adaptive clipping: clipped-count noise stddev (default 0.05 x clients/round).",
+    "clipped_count_stddev", None, "Adaptive: count noise (0.05 x clients/round)."
 )
 _WORKERS = flags.DEFINE_list(
     "workers", None, "Remote TFF workers host:port,... (start them with `python -m pipelines.tff_worker`)."
 )
 _EVAL_EVERY = flags.DEFINE_integer("eval_every", 5, "Evaluate on the test set every K rounds.", lower_bound=1)
 _CKPT_EVERY = flags.DEFINE_integer("checkpoint_every", 10, "Checkpoint every K rounds.", lower_bound=1)
-_SEED = flags.DEFINE_integer("seed", 0, "Seed for the split, partition, init and client sampling.")
-_ROOT = flags.DEFINE_string("root_output_dir", "runs", "Root folder of all runs.")
-_NAME = flags.DEFINE_string("experiment_name", "federated", "Run folder name under --root_output_dir.")
 
-_HOLDERS = (
-    _DATASET, _DATA_DIR, _DOWNLOAD, _LABEL_COLUMN, _CLIENT_ID_COLUMN, _MODEL, _NUM_CLIENTS, _CPR, _ROUNDS,
-    _PARTITION, _ALPHA, _CLIENT_EPOCHS, _CLIENT_BS, _CLIENT_LR, _SERVER_OPT, _SERVER_LR, _FEDPROX_MU,
-    _WEIGHTED, _AGGREGATOR, _CLIP, _NOISE, _TARGET, _DELTA, _ACCOUNTANT, _SAMPLING, _QUANTILE,
-    _COUNT_STDDEV, _WORKERS, _EVAL_EVERY, _CKPT_EVERY, _SEED, _ROOT, _NAME, *local_dp_flags.HOLDERS,
-)  # fmt: skip
-
-flags.register_validator("dirichlet_alpha", lambda v: v > 0, "--dirichlet_alpha must be > 0")
-flags.register_validator("client_learning_rate", lambda v: v > 0, "--client_learning_rate must be > 0")
-flags.register_validator(
-    "server_learning_rate", lambda v: v is None or v > 0, "--server_learning_rate must be > 0"
-)
-flags.register_validator("fedprox_mu", lambda v: v >= 0, "--fedprox_mu must be >= 0")
-flags.register_validator("clip_norm", lambda v: v > 0, "--clip_norm must be > 0")
-flags.register_validator("noise_multiplier", lambda v: v is None or v >= 0, "--noise_multiplier must be >= 0")
-flags.register_validator("target_epsilon", lambda v: v is None or v > 0, "--target_epsilon must be > 0")
-flags.register_validator("delta", lambda v: 0 < v < 1, "--delta must be in (0, 1)")
-flags.register_validator(
-    "target_unclipped_quantile", lambda v: 0 < v < 1, "--target_unclipped_quantile must be in (0, 1)"
-)
-flags.register_validator(
-    "clipped_count_stddev", lambda v: v is None or v > 0, "--clipped_count_stddev must be > 0"
-)
+for _name in ("dirichlet_alpha", "client_learning_rate", "clip_norm"):
+    _flags.positive(_name, allow_none=False)
+_flags.positive("server_learning_rate")
+_flags.positive("clipped_count_stddev")
+flags.register_validator("target_unclipped_quantile", lambda v: 0 < v < 1, "must be in (0, 1)")
 flags.register_validator(
     "workers",
     lambda v: v is None or all(w.rpartition(":")[2].isdigit() and w.rpartition(":")[0] for w in v),
     "--workers must be a comma-separated list of host:port",
 )
-flags.register_multi_flags_validator(
-    ["aggregator", "noise_multiplier", "target_epsilon"],
-    lambda f: (
-        f["aggregator"] == "none" or f["noise_multiplier"] is not None or f["target_epsilon"] is not None
-    ),
-    "a DP --aggregator needs --noise_multiplier or --target_epsilon",
-)
-flags.register_multi_flags_validator(
-    ["aggregator", "noise_multiplier", "target_epsilon"],
-    lambda f: f["aggregator"] != "none" or (not f["noise_multiplier"] and f["target_epsilon"] is None),
-    "--noise_multiplier/--target_epsilon need a DP --aggregator (fixed, adaptive or tree)",
-)
-flags.register_multi_flags_validator(
-    ["num_clients", "partition"],
-    lambda f: f["num_clients"] > 0 or f["partition"] == "natural",
-    "--num_clients=0 (all) is only meaningful with --partition=natural",
-)
-flags.register_multi_flags_validator(
-    ["num_clients", "clients_per_round"],
-    lambda f: f["num_clients"] == 0 or f["clients_per_round"] <= f["num_clients"],
-    "--clients_per_round must be <= --num_clients",
-)
-flags.register_multi_flags_validator(
-    ["dataset", "data_dir"],
-    lambda f: f["dataset"] not in _NEEDS_DATA_DIR or bool(f["data_dir"]),
-    "this --dataset needs --data_dir",
-)
-flags.register_multi_flags_validator(
-    ["dataset", "partition"],
-    lambda f: f["dataset"] != "emnist" or f["partition"] == "natural",
-    "--dataset=emnist is partitioned by writer: use --partition=natural",
-)
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from data.datasets import DatasetError
-    from pipelines import federated, outputs
-    from pipelines.absl_tf import import_tensorflow  # TF imported inside main() breaks Keras otherwise
+    del argv  # extra arguments were refused by _app.run
+    from training import federated
 
-    try:
+    with _app.bad_input():  # every check; nothing is written before it passes
         config = federated.FederatedConfig(
-            dataset=_DATASET.value,
-            data_dir=_DATA_DIR.value,
-            download=_DOWNLOAD.value,
-            label_column=_LABEL_COLUMN.value,
+            dataset=_DATA.dataset.value,
+            data_dir=_DATA.data_dir.value,
+            download=_DATA.download.value,
+            label_column=_DATA.label_column.value,
             client_id_column=_CLIENT_ID_COLUMN.value,
             model=_MODEL.value,
             num_clients=_NUM_CLIENTS.value,
@@ -197,10 +116,10 @@ def main(argv: list[str]) -> None:
             weighted=_WEIGHTED.value,
             aggregator=_AGGREGATOR.value,
             clip_norm=_CLIP.value,
-            noise_multiplier=_NOISE.value,
-            target_epsilon=_TARGET.value,
-            delta=_DELTA.value,
-            accountant=_ACCOUNTANT.value,
+            noise_multiplier=_BUDGET.noise_multiplier.value,
+            target_epsilon=_BUDGET.target_epsilon.value,
+            delta=_BUDGET.delta.value,
+            accountant=_BUDGET.accountant.value,
             client_sampling=_SAMPLING.value,
             target_unclipped_quantile=_QUANTILE.value,
             clipped_count_stddev=_COUNT_STDDEV.value,
@@ -208,25 +127,32 @@ def main(argv: list[str]) -> None:
             eval_every=_EVAL_EVERY.value,
             checkpoint_every=_CKPT_EVERY.value,
             seed=_SEED.value,
-            root_output_dir=_ROOT.value,
-            experiment_name=_NAME.value,
-            local_dp=local_dp_flags.local_dp_config(),
+            secure_noise=_SECURE.value,
+            audit_canaries=_AUDIT.canaries.value,
+            audit_canary_clients=_AUDIT.canary_clients.value,
+            root_output_dir=_OUT.root_output_dir.value,
+            experiment_name=_OUT.experiment_name.value,
+            local_dp=_LOCAL_DP.config(),
         )
         if config.dataset == "emnist":
-            import_tensorflow()  # the EMNIST loader imports TFF
-        population, _ = federated.prepare(config)  # every check before anything is written
-        out_dir = outputs.run_dir(_ROOT.value, _NAME.value)
-        outputs.write_flagfile(os.path.join(out_dir, "flags.txt"), {h.name: h.value for h in _HOLDERS})
-        import_tensorflow()
-        result = federated.run(config, population)
-    except (ValueError, DatasetError) as e:  # one clear line, not a traceback
-        raise SystemExit(f"train_federated: error: {e}") from None
+            _app.import_tensorflow()  # the EMNIST loader imports TFF
+        plan = federated.plan_run(config)
+    _app.import_tensorflow()
+    from training.canary_audit import audit_text
+    from training.federated.execution_context import WorkerLostError
+
+    try:
+        result = federated.launch(plan, flags=_flags.key_flag_values(__name__))
+    except WorkerLostError as e:  # not a bug, and not the input: one line, resumable
+        raise _app.Exit(f"{e} Resume with the same command.", code=_app.EXIT_BUG) from None
     print(f"test accuracy {result.test_accuracy:.4f}; {result.privacy['statement']}")
+    if result.audit:
+        print(audit_text(result.audit))
     print(f"outputs in {result.output_dir}")
 
 
 def run() -> None:
-    cli.run(main, __name__)
+    _app.run(main, __name__, resumable=True)
 
 
 if __name__ == "__main__":

@@ -38,24 +38,40 @@ ADJACENCY_TEXT = {
 
 
 @dataclasses.dataclass(frozen=True)
-class PrivacyStatement:
-    epsilon: float
-    delta: float
-    accountant: str
-    sampling: str
-    adjacency: str
-    unit: str
-    steps: int
-    noise_multiplier: float
-    note: str = ""
+class Guarantee:
+    """What a run's privacy claim rests on: its DpEvent and how to read it.
 
-    def as_text(self) -> str:
-        text = (
-            f"({self.epsilon:.4g}, {self.delta:g})-DP at the {self.unit} level, "
-            f"{self.accountant.upper()} accountant, {self.sampling} sampling, adjacency: "
-            f"{self.adjacency}, noise multiplier {self.noise_multiplier:.4g}, {self.steps} steps."
-        )
-        return text + (f" {self.note}" if self.note else "")
+    Built from the same frozen config that drives the sampler and the noise, and turned into
+    epsilon, privacy.json and the statement text by `privacy.report` (one place for all runs).
+    `event` is None for a non-private run.
+    """
+
+    event: dp_accounting.DpEvent | None
+    accountant: str | None
+    delta: float | None
+    unit: str
+    adjacency: str | None  # a key of ADJACENCY_TEXT
+    sampling: str
+    noise_multiplier: float
+    l2_norm_clip: float | None
+    steps: int
+    notes: tuple[str, ...] = ()
+
+    @property
+    def is_private(self) -> bool:
+        return self.event is not None
+
+    @property
+    def adjacency_text(self) -> str | None:
+        return None if self.adjacency is None else ADJACENCY_TEXT[self.adjacency].format(unit=self.unit)
+
+    def epsilon(self) -> float:
+        if self.event is None or self.noise_multiplier == 0:
+            return math.inf
+        return epsilon_of(self.event, self.accountant, self.adjacency, self.delta)
+
+    def with_note(self, note: str) -> Guarantee:
+        return dataclasses.replace(self, notes=(*self.notes, note))
 
 
 def make_accountant(name: str) -> dp_accounting.PrivacyAccountant:
@@ -100,7 +116,8 @@ def dp_sgd_event(config: DpSgdConfig, epochs: int | None = None) -> dp_accountin
     return dp_accounting.SelfComposedDpEvent(dp_accounting.GaussianDpEvent(z), epochs)
 
 
-def _epsilon(event: dp_accounting.DpEvent, accountant: str, adjacency: str, delta: float) -> float:
+def epsilon_of(event: dp_accounting.DpEvent, accountant: str, adjacency: str, delta: float) -> float:
+    """Epsilon at `delta` of `event` under the named accountant and adjacency."""
     acc = _accountant_for(accountant, adjacency)
     acc.compose(event)
     return float(acc.get_epsilon(delta))
@@ -109,10 +126,11 @@ def _epsilon(event: dp_accounting.DpEvent, accountant: str, adjacency: str, delt
 def dp_sgd_epsilon(config: DpSgdConfig, epochs: int | None = None) -> float:
     if config.noise_multiplier == 0:
         return math.inf
-    return _epsilon(dp_sgd_event(config, epochs), config.accountant, "add_or_remove_one", config.delta)
+    return epsilon_of(dp_sgd_event(config, epochs), config.accountant, "add_or_remove_one", config.delta)
 
 
-def dp_sgd_statement(config: DpSgdConfig, epochs: int | None = None) -> PrivacyStatement:
+def dp_sgd_guarantee(config: DpSgdConfig, epochs: int | None = None) -> Guarantee:
+    """The guarantee of `epochs` epochs (default: all) of DP-SGD under `config`."""
     epochs = config.epochs if epochs is None else epochs
     note = (
         "Poisson sampling: each example joins each batch independently with probability "
@@ -122,17 +140,22 @@ def dp_sgd_statement(config: DpSgdConfig, epochs: int | None = None) -> PrivacyS
         "(each epoch counts as one Gaussian mechanism per example); the Poisson-sampling "
         "epsilon would NOT be valid for this run."
     )
-    return PrivacyStatement(
-        epsilon=dp_sgd_epsilon(config, epochs),
-        delta=config.delta,
+    return Guarantee(
+        event=dp_sgd_event(config, epochs),
         accountant=config.accountant,
-        sampling=config.sampling,
-        adjacency=ADJACENCY_TEXT["add_or_remove_one"].format(unit="example"),
+        delta=config.delta,
         unit="example",
-        steps=epochs * config.steps_per_epoch,
+        adjacency="add_or_remove_one",
+        sampling=config.sampling,
         noise_multiplier=config.noise_multiplier,
-        note=note,
+        l2_norm_clip=config.l2_norm_clip,
+        steps=epochs * config.steps_per_epoch,
+        notes=(note,),
     )
+
+
+def non_private_guarantee(unit: str, sampling: str, steps: int) -> Guarantee:
+    return Guarantee(None, None, None, unit, None, sampling, 0.0, None, steps)
 
 
 def _incremental_ledger(
@@ -197,7 +220,7 @@ def fedavg_event(config: DpFedAvgConfig, rounds: int | None = None) -> dp_accoun
 def fedavg_epsilon(config: DpFedAvgConfig, rounds: int | None = None) -> float:
     if not config.is_private or config.noise_multiplier == 0:
         return math.inf
-    return _epsilon(fedavg_event(config, rounds), config.accountant, fedavg_adjacency(config), config.delta)
+    return epsilon_of(fedavg_event(config, rounds), config.accountant, fedavg_adjacency(config), config.delta)
 
 
 def fedavg_epsilon_per_round(config: DpFedAvgConfig) -> list[float]:
@@ -215,8 +238,11 @@ def fedavg_epsilon_per_round(config: DpFedAvgConfig) -> list[float]:
     )
 
 
-def fedavg_statement(config: DpFedAvgConfig, rounds: int | None = None) -> PrivacyStatement:
+def fedavg_guarantee(config: DpFedAvgConfig, rounds: int | None = None) -> Guarantee:
+    """The user-level guarantee of `rounds` rounds (default: all) of DP-FedAvg under `config`."""
     rounds = config.rounds if rounds is None else rounds
+    if not config.is_private:
+        return non_private_guarantee("user", config.client_sampling, rounds)
     notes = {
         "poisson": f"Poisson client sampling with q={config.sampling_rate:.4g}.",
         "uniform": f"Uniform sampling of exactly {config.clients_per_round} of "
@@ -231,16 +257,17 @@ def fedavg_statement(config: DpFedAvgConfig, rounds: int | None = None) -> Priva
             f"{config.clients_per_round} per round, each at most once; no amplification by sampling "
             "is claimed."
         )
-    return PrivacyStatement(
-        epsilon=fedavg_epsilon(config, rounds),
-        delta=config.delta,
+    return Guarantee(
+        event=fedavg_event(config, rounds),
         accountant=config.accountant,
-        sampling=sampling,
-        adjacency=ADJACENCY_TEXT[fedavg_adjacency(config)].format(unit="user"),
+        delta=config.delta,
         unit="user",
-        steps=rounds,
+        adjacency=fedavg_adjacency(config),
+        sampling=sampling,
         noise_multiplier=config.noise_multiplier,
-        note=note,
+        l2_norm_clip=config.clip_norm,
+        steps=rounds,
+        notes=(note,),
     )
 
 
@@ -293,3 +320,17 @@ def last_affordable(epsilons: list[float], budget: float) -> int:
             break
         n += 1
     return n
+
+
+def plan_within_budget(ledger: list[float], budget: float | None, unit: str, how_to_fix: str) -> int:
+    """How many epochs/rounds of `ledger` the run may do; ValueError if not even one fits.
+
+    The one budget-stop rule of every pipeline: the run stops *before* the step that would
+    exceed the budget, so the reported epsilon never exceeds it.
+    """
+    if budget is None:
+        return len(ledger)
+    planned = last_affordable(ledger, budget)
+    if planned == 0:
+        raise ValueError(f"even one {unit} costs epsilon={ledger[0]:.3g} > target {budget:g}; {how_to_fix}")
+    return planned

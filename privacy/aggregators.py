@@ -1,6 +1,7 @@
 """DpFedAvgConfig -> TFF aggregation factory (user-level DP-FedAvg).
 
-All three DP factories are TFF's `DifferentiallyPrivateFactory`; they clip each client's
+All three DP factories are TFF's `DifferentiallyPrivateFactory` over the queries TFF's own
+`gaussian_fixed` / `gaussian_adaptive` / `tree_aggregation` build; they clip each client's
 model update to L2 norm C, sum, add Gaussian noise and divide by the *expected* number
 of clients per round (a fixed denominator, which is what makes Poisson sampling and
 noise-only rounds with zero clients correct). They are unweighted, so a run that uses them
@@ -75,28 +76,19 @@ def check_settings(config: DpFedAvgConfig) -> None:
 def build_factory(config: DpFedAvgConfig, record_specs=None, noise_seed: int | None = None):
     """The unweighted TFF aggregation factory for `config` (None for aggregator 'none').
 
-    `record_specs` (the trainable variables' `tf.TensorSpec`s) is needed by tree aggregation.
-    `noise_seed` seeds the tree's noise (the other factories draw fresh noise).
+    The queries are the ones TFF's `gaussian_fixed` / `gaussian_adaptive` build; with `noise_seed`
+    their noise comes from that seed (`privacy.seeded_noise`: reproducible, different every round),
+    without it from TF's unseeded generator. `record_specs` (the trainable variables'
+    `tf.TensorSpec`s) is needed by tree aggregation, whose own generator takes `noise_seed`.
     """
     if not config.is_private:
         return None
     check_settings(config)
     import tensorflow_federated as tff
+    import tensorflow_privacy as tfp
 
     dpf = tff.aggregators.DifferentiallyPrivateFactory
     z, n, clip = float(config.noise_multiplier), float(config.clients_per_round), float(config.clip_norm)
-    if config.aggregator == "fixed":
-        return dpf.gaussian_fixed(noise_multiplier=z, clients_per_round=n, clip=clip)
-    if config.aggregator == "adaptive":
-        _, stddev = adaptive_noise_split(config)
-        return dpf.gaussian_adaptive(
-            noise_multiplier=z,
-            clients_per_round=n,
-            initial_l2_norm_clip=clip,
-            target_unclipped_quantile=config.target_unclipped_quantile,
-            learning_rate=ADAPTIVE_CLIP_LEARNING_RATE,
-            clipped_count_stddev=float(stddev),
-        )
     if config.aggregator == "tree":
         if record_specs is None:
             raise ValueError("tree aggregation needs record_specs (the model's trainable variable specs)")
@@ -107,4 +99,24 @@ def build_factory(config: DpFedAvgConfig, record_specs=None, noise_seed: int | N
             record_specs=list(record_specs),
             noise_seed=noise_seed,
         )
-    raise ValueError(f"unknown aggregator {config.aggregator!r}")
+    if config.aggregator == "fixed":
+        query = tfp.GaussianSumQuery(l2_norm_clip=clip, stddev=clip * z)
+    elif config.aggregator == "adaptive":
+        z_values, stddev = adaptive_noise_split(config)
+        query = tfp.QuantileAdaptiveClipSumQuery(
+            initial_l2_norm_clip=clip,
+            noise_multiplier=z_values,
+            target_unclipped_quantile=config.target_unclipped_quantile,
+            learning_rate=ADAPTIVE_CLIP_LEARNING_RATE,
+            clipped_count_stddev=float(stddev),
+            expected_num_records=n,
+            geometric_update=True,
+        )
+    else:
+        raise ValueError(f"unknown aggregator {config.aggregator!r}")
+    query = tfp.NormalizedQuery(query, denominator=n)
+    if noise_seed is not None:
+        from privacy.seeded_noise import SeededNoiseQuery
+
+        query = SeededNoiseQuery(query, noise_seed)
+    return dpf(query)

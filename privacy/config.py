@@ -20,6 +20,15 @@ def _check(cond: bool, msg: str) -> None:
         raise ValueError(msg)
 
 
+def check_delta(delta: float, units: int, unit: str) -> None:
+    """delta must be < 1/(number of privacy units): a larger delta allows releasing one unit outright."""
+    _check(
+        delta < 1.0 / units,
+        f"delta={delta:g} must be < 1/N = {1.0 / units:.3g} (N = {units} {unit}s): a delta that large "
+        f"allows releasing one {unit}'s data outright; lower --delta",
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class DpSgdConfig:
     """Example-level DP-SGD.
@@ -49,6 +58,8 @@ class DpSgdConfig:
         _check(0 < self.delta < 1, f"delta must be in (0, 1), got {self.delta}")
         _check(self.accountant in ACCOUNTANTS, f"accountant must be one of {ACCOUNTANTS}")
         _check(self.sampling in EXAMPLE_SAMPLINGS, f"sampling must be one of {EXAMPLE_SAMPLINGS}")
+        if self.noise_multiplier > 0:
+            check_delta(self.delta, self.num_examples, "example")
 
     @classmethod
     def from_sampling_rate(cls, num_examples: int, sampling_rate: float, **kw) -> DpSgdConfig:
@@ -109,6 +120,8 @@ class DpFedAvgConfig:
             f"unknown aggregator {self.aggregator!r}",
         )
         _check(0 < self.target_unclipped_quantile < 1, "target_unclipped_quantile must be in (0, 1)")
+        if self.is_private and self.noise_multiplier > 0:
+            check_delta(self.delta, self.num_clients, "user")
         _check(
             self.aggregator != "tree" or self.rounds * self.clients_per_round <= self.num_clients,
             "tree aggregation (DP-FTRL) accounting lets each client contribute at most once: "

@@ -26,7 +26,6 @@ import dataclasses
 
 import numpy as np
 
-from data.datasets import Dataset
 from privacy import mechanisms
 
 FEATURE_MECHANISMS = ("laplace", "gaussian")
@@ -102,7 +101,7 @@ NOTE = (
 )
 
 
-def local_dp_report(config: LocalDpConfig, dataset: Dataset | None = None) -> dict:
+def local_dp_report(config: LocalDpConfig, num_classes: int | None = None) -> dict:
     """What goes under "local_dp" in privacy.json. Contains no statistic of the raw data."""
     if not config.enabled:
         return {"enabled": False}
@@ -115,7 +114,7 @@ def local_dp_report(config: LocalDpConfig, dataset: Dataset | None = None) -> di
         "note": NOTE,
     }
     if config.label_epsilon is not None:
-        k = dataset.num_classes if dataset is not None else None
+        k = num_classes
         report["labels"] = {
             "epsilon": config.label_epsilon,
             "mechanism": "k-ary randomized response",
@@ -144,20 +143,25 @@ def local_dp_report(config: LocalDpConfig, dataset: Dataset | None = None) -> di
     return report
 
 
-def apply_local_dp(dataset: Dataset, config: LocalDpConfig, seed: int) -> tuple[Dataset, dict]:
-    """Perturbs the training split of `dataset`; returns (new dataset, report for privacy.json)."""
+def apply_local_dp(
+    x_train: np.ndarray, y_train: np.ndarray, num_classes: int, config: LocalDpConfig, seed: int | None
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Perturbs each training record; returns (features, labels, report for privacy.json).
+
+    `num_classes` 0 means regression (labels cannot be randomized then). `seed` None draws the noise
+    from OS entropy. The inputs are not modified.
+    """
+    report = local_dp_report(config, num_classes)
     if not config.enabled:
-        return dataset, local_dp_report(config, dataset)
-    if config.label_epsilon is not None and dataset.num_classes < 2:
+        return x_train, y_train, report
+    if config.label_epsilon is not None and num_classes < 2:
         raise ValueError(
-            f"local DP on labels uses randomized response over classes, but dataset {dataset.name!r} "
-            "is a regression task; unset --local_dp_label_epsilon"
+            "local DP on labels uses randomized response over classes, but this dataset is a "
+            "regression task; unset --local_dp_label_epsilon"
         )
-    rng = np.random.default_rng([seed, 0x10CA1D9])
-    y_train = dataset.y_train
+    rng = np.random.default_rng(None if seed is None else [seed, 0x10CA1D9])
     if config.label_epsilon is not None:
-        y_train = mechanisms.randomized_response(y_train, dataset.num_classes, config.label_epsilon, rng)
-    x_train = dataset.x_train
+        y_train = mechanisms.randomized_response(y_train, num_classes, config.label_epsilon, rng)
     if config.feature_epsilon is not None:
         clip = mechanisms.clip_l1 if config.feature_norm == "l1" else mechanisms.clip_l2
         clipped = clip(x_train, config.feature_clip)
@@ -166,5 +170,5 @@ def apply_local_dp(dataset: Dataset, config: LocalDpConfig, seed: int) -> tuple[
             noise = rng.laplace(0.0, scale, size=clipped.shape)
         else:
             noise = rng.normal(0.0, scale, size=clipped.shape)
-        x_train = (clipped + noise).astype(dataset.x_train.dtype)
-    return dataclasses.replace(dataset, x_train=x_train, y_train=y_train), local_dp_report(config, dataset)
+        x_train = (clipped + noise).astype(x_train.dtype)
+    return x_train, y_train, report

@@ -39,13 +39,16 @@ def epoch_batches(config: DpSgdConfig, rng: np.random.Generator) -> Iterator[np.
         yield from shuffled_batches(config.num_examples, config.batch_size, rng)
 
 
-def sample_clients(config: DpFedAvgConfig, round_num: int, seed: int) -> np.ndarray:
+def sample_clients(config: DpFedAvgConfig, round_num: int, seed: int | None) -> np.ndarray:
     """Client ids (sorted) for `round_num` (0-based), reproducible from (seed, round).
 
     Deterministic per round so that a resumed run samples exactly what an uninterrupted
-    run would have, and the ledger stays in step with the sampling.
+    run would have, and the ledger stays in step with the sampling. `seed` None draws the
+    round's sample from OS entropy (each round's sample is independent either way).
     """
     if config.aggregator == "tree":
+        if seed is None:
+            raise ValueError("tree aggregation's once-only client order needs a seed that survives a resume")
         if (round_num + 1) * config.clients_per_round > config.num_clients:
             raise ValueError(
                 "tree aggregation lets each client contribute at most once: round "
@@ -54,7 +57,7 @@ def sample_clients(config: DpFedAvgConfig, round_num: int, seed: int) -> np.ndar
         order = np.random.default_rng([seed, 0]).permutation(config.num_clients)
         start = round_num * config.clients_per_round
         return np.sort(order[start : start + config.clients_per_round])
-    rng = np.random.default_rng([seed, round_num + 1])
+    rng = np.random.default_rng(None if seed is None else [seed, round_num + 1])
     if config.client_sampling == "poisson":
         return np.flatnonzero(rng.random(config.num_clients) < config.sampling_rate)
     return np.sort(rng.choice(config.num_clients, size=config.clients_per_round, replace=False))

@@ -1,0 +1,315 @@
+"""Flag definers shared by the binaries: each flag is defined once, here, with its validators.
+
+Not a binary (the leading underscore says so). A binary calls the definers it needs at import time
+and adopts this module's key flags, so `--help` lists them; like google-research/federated's
+`define_optimizer_flags`. Nothing here imports TensorFlow, so `--help` stays fast. Definers are
+idempotent: a second binary imported into the same process reuses the flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from absl import flags
+
+from data.datasets import DATASETS, NEEDS_DATA_DIR
+from models.builders import MODELS
+from privacy.config import ACCOUNTANTS
+
+FLAGS = flags.FLAGS
+
+
+def _define(definer, name: str, default: Any, help_text: str, **kwargs) -> flags.FlagHolder:
+    """DEFINE_* once per process; later calls get the existing flag, with this call's default."""
+    if name in FLAGS:
+        FLAGS.set_default(name, default)
+        return flags.FlagHolder(FLAGS, FLAGS[name])
+    return definer(name=name, default=default, help=help_text, **kwargs)
+
+
+def _validator(names: list[str], check, message: str) -> None:
+    key = (tuple(names), message)
+    if key in _VALIDATORS:
+        return
+    _VALIDATORS.add(key)
+    if len(names) == 1:
+        flags.register_validator(names[0], check, message)
+    else:
+        flags.register_multi_flags_validator(names, check, message)
+
+
+_VALIDATORS: set[tuple] = set()
+
+
+def positive(name: str, allow_none: bool = True) -> None:
+    """`--name` must be > 0 (or unset)."""
+    _validator(
+        [name], lambda v: (allow_none and v is None) or (v is not None and v > 0), f"--{name} must be > 0"
+    )
+
+
+# ---------------------------------------------------------------- data and model
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetFlags:
+    dataset: flags.FlagHolder
+    data_dir: flags.FlagHolder
+    download: flags.FlagHolder | None = None
+    label_column: flags.FlagHolder | None = None
+
+
+def define_dataset_flags(
+    datasets: tuple[str, ...] = DATASETS,
+    help_text: str = "Dataset (digits is embedded, no download).",
+    files: bool = True,
+) -> DatasetFlags:
+    """--dataset, --data_dir and (with `files`) --download and --label_column."""
+    holders = DatasetFlags(
+        _define(flags.DEFINE_enum, "dataset", "digits", help_text, enum_values=list(datasets)),
+        _define(
+            flags.DEFINE_string,
+            "data_dir",
+            None,
+            "Cache folder (MNIST/Fashion-MNIST/CIFAR-10/EMNIST) or CSV file/folder.",
+        ),
+        _define(flags.DEFINE_bool, "download", False, "Download a missing public dataset into --data_dir.")
+        if files
+        else None,
+        _define(flags.DEFINE_string, "label_column", "label", "CSV label column.") if files else None,
+    )
+    _validator(
+        ["dataset", "data_dir"],
+        lambda f: f["dataset"] not in NEEDS_DATA_DIR or bool(f["data_dir"]),
+        "this --dataset needs --data_dir",
+    )
+    return holders
+
+
+def define_model_flag(help_text: str = "Model architecture.") -> flags.FlagHolder:
+    return _define(flags.DEFINE_enum, "model", "mlp", help_text, enum_values=list(MODELS))
+
+
+def define_seed_flag(help_text: str) -> flags.FlagHolder:
+    return _define(flags.DEFINE_integer, "seed", 0, help_text)
+
+
+def define_secure_noise_flag() -> flags.FlagHolder:
+    return _define(
+        flags.DEFINE_bool,
+        "secure_noise",
+        False,
+        "Draw the DP noise and the sampling from OS entropy and record nothing of it (for a release). "
+        "Default: from --seed, reproducible; the guarantee then holds only while the seed stays secret.",
+    )
+
+
+# ---------------------------------------------------------------- privacy budget
+
+
+@dataclasses.dataclass(frozen=True)
+class BudgetFlags:
+    noise_multiplier: flags.FlagHolder
+    target_epsilon: flags.FlagHolder
+    delta: flags.FlagHolder
+    accountant: flags.FlagHolder
+
+
+def define_budget_flags(
+    noise_help: str = "Noise stddev / clip. With --target_epsilon: a budget to stop before.",
+    target_help: str = "Calibrate the noise to this epsilon (or, with --noise_multiplier, stop before it).",
+    delta_help: str = "Target delta (must be < 1/N, N = number of privacy units).",
+) -> BudgetFlags:
+    holders = BudgetFlags(
+        _define(flags.DEFINE_float, "noise_multiplier", None, noise_help),
+        _define(flags.DEFINE_float, "target_epsilon", None, target_help),
+        *define_delta_and_accountant(delta_help),
+    )
+    _validator(["noise_multiplier"], lambda v: v is None or v >= 0, "--noise_multiplier must be >= 0")
+    positive("target_epsilon")
+    return holders
+
+
+def define_delta_and_accountant(
+    delta_help: str = "Target delta (must be < 1/N, N = number of privacy units).",
+    accountant_help: str = "Privacy accountant.",
+) -> tuple[flags.FlagHolder, flags.FlagHolder]:
+    delta = _define(flags.DEFINE_float, "delta", 1e-5, delta_help)
+    _validator(["delta"], lambda v: 0 < v < 1, "--delta must be in (0, 1)")
+    return delta, _define(
+        flags.DEFINE_enum, "accountant", "rdp", accountant_help, enum_values=list(ACCOUNTANTS)
+    )
+
+
+# ---------------------------------------------------------------- canary audit
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditFlags:
+    canaries: flags.FlagHolder
+    example_canaries: flags.FlagHolder | None = None
+    canary_clients: flags.FlagHolder | None = None
+
+
+def define_audit_flags(
+    canaries: int = 0, example_canaries: int | None = None, canary_clients: int | None = None
+) -> AuditFlags:
+    """--audit_canaries (white box) and the black-box kinds this binary offers (a default None: not
+    offered). Every canary is inserted with probability 1/2 and counts as a privacy unit."""
+    holders = AuditFlags(
+        _define(
+            flags.DEFINE_integer,
+            "audit_canaries",
+            canaries,
+            "White-box audit: this many canaries whose gradient (update) is a fixed Dirac direction, "
+            "scored at every step (round); audit.json gets the one-run epsilon lower bound. 0: off.",
+        ),
+        None
+        if example_canaries is None
+        else _define(
+            flags.DEFINE_integer,
+            "audit_example_canaries",
+            example_canaries,
+            "Black-box audit: this many out-of-distribution canary examples (random labels), scored by "
+            "the final model's loss. 0: off.",
+        ),
+        None
+        if canary_clients is None
+        else _define(
+            flags.DEFINE_integer,
+            "audit_canary_clients",
+            canary_clients,
+            "Black-box audit: this many canary clients holding out-of-distribution examples, scored by "
+            "the final model's loss. 0: off.",
+        ),
+    )
+    for name in ("audit_canaries", "audit_example_canaries", "audit_canary_clients"):
+        if name in FLAGS:
+            _validator([name], lambda v: v >= 0, f"--{name} must be >= 0")
+    return holders
+
+
+# ---------------------------------------------------------------- outputs
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputFlags:
+    root_output_dir: flags.FlagHolder
+    experiment_name: flags.FlagHolder
+
+
+def define_output_flags(default_experiment: str) -> OutputFlags:
+    return OutputFlags(
+        _define(flags.DEFINE_string, "root_output_dir", "runs", "Root folder of all runs."),
+        _define(
+            flags.DEFINE_string,
+            "experiment_name",
+            default_experiment,
+            "Run folder name under --root_output_dir.",
+        ),
+    )
+
+
+# ---------------------------------------------------------------- data-level noise (local DP)
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalDpFlags:
+    label_epsilon: flags.FlagHolder
+    feature_epsilon: flags.FlagHolder
+    feature_clip: flags.FlagHolder
+    feature_mechanism: flags.FlagHolder
+    feature_delta: flags.FlagHolder
+
+    def config(self):
+        """LocalDpConfig from the flags, or None when no local DP is asked for."""
+        from privacy.local_dp import LocalDpConfig
+
+        if self.label_epsilon.value is None and self.feature_epsilon.value is None:
+            return None
+        return LocalDpConfig(
+            label_epsilon=self.label_epsilon.value,
+            feature_epsilon=self.feature_epsilon.value,
+            feature_clip=self.feature_clip.value,
+            feature_mechanism=self.feature_mechanism.value,
+            feature_delta=self.feature_delta.value,
+        )
+
+
+def define_local_dp_flags() -> LocalDpFlags:
+    holders = LocalDpFlags(
+        _define(
+            flags.DEFINE_float,
+            "local_dp_label_epsilon",
+            None,
+            "Randomized response on each training label with this local epsilon.",
+        ),
+        _define(
+            flags.DEFINE_float,
+            "local_dp_feature_epsilon",
+            None,
+            "Noise on each clipped training feature vector with this local epsilon.",
+        ),
+        _define(
+            flags.DEFINE_float,
+            "local_dp_feature_clip",
+            None,
+            "Norm bound applied to each feature vector before feature noise.",
+        ),
+        _define(
+            flags.DEFINE_enum,
+            "local_dp_feature_mechanism",
+            "laplace",
+            "Feature noise: Laplace (L1 clip), Gaussian (L2).",
+            enum_values=["laplace", "gaussian"],
+        ),
+        _define(
+            flags.DEFINE_float, "local_dp_feature_delta", 1e-5, "Delta of the Gaussian feature mechanism."
+        ),
+    )
+    for name in ("local_dp_label_epsilon", "local_dp_feature_epsilon", "local_dp_feature_clip"):
+        positive(name)
+    _validator(
+        ["local_dp_feature_epsilon", "local_dp_feature_clip"],
+        lambda f: (f["local_dp_feature_epsilon"] is None) == (f["local_dp_feature_clip"] is None),
+        "--local_dp_feature_epsilon and --local_dp_feature_clip go together (noise needs a norm bound)",
+    )
+    return holders
+
+
+# ---------------------------------------------------------------- list flags
+
+
+def parse_list(values: list[str] | None, kind: type) -> list | None:
+    """[kind(v) for v in values], or None when a value does not parse."""
+    try:
+        return [kind(v) for v in values or []]
+    except ValueError:
+        return None
+
+
+def define_list(
+    name: str,
+    default: list,
+    help_text: str,
+    kind: type = float,
+    check=lambda x: x > 0,
+    what: str = "numbers > 0",
+) -> flags.FlagHolder:
+    """A comma-separated list of distinct values of `kind`, each passing `check` (validated at parse time)."""
+    holder = _define(
+        flags.DEFINE_list, name, [f"{v:g}" if kind is float else str(v) for v in default], help_text
+    )
+
+    def valid(values: list[str]) -> bool:
+        parsed = parse_list(values, kind)
+        return bool(parsed) and all(check(x) for x in parsed) and len(set(parsed)) == len(parsed)
+
+    _validator([name], valid, f"--{name} must be a non-empty comma-separated list of distinct {what}")
+    return holder
+
+
+def key_flag_values(module_name: str) -> dict[str, Any]:
+    """The values of a binary's key flags (its own and the adopted shared ones): flags.txt."""
+    return {f.name: f.value for f in FLAGS.get_key_flags_for_module(module_name)}

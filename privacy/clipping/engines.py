@@ -1,0 +1,201 @@
+"""DP-SGD clipping engines: each returns the sum over the batch of per-example gradients clipped to C.
+
+Every engine returns the same quantity, so they are interchangeable and are checked against each
+other at noise 0; none adds noise (that is `privacy.noise`, once, for all of them).
+
+* ``reference``: TF-Privacy's ``DPKerasSGDOptimizer`` (jacobian + per-example clipping) at noise 0;
+  its clipped mean times the batch size is the clipped sum. Slow; the yardstick.
+* ``fast``: TF-Privacy's fast clipping: per-example norms from its layer registry (Dense,
+  Embedding), then a second backward pass of the clip-weighted loss.
+* ``ghost``: book-keeping clipping (Bu et al. 2023) over this project's per-layer rules
+  (`privacy/clipping/registry.py`): ONE forward and ONE backward pass give each layer's input and
+  output gradient, hence per-example norms, and the clipped sum A^T (w * G) with
+  w_i = min(1, C / ||g_i||), with no second backward pass.
+* ``vectorized``: per-example gradients with ``tf.vectorized_map``, then clipping (the path
+  TF-Privacy's ``DPModel`` falls back to); works for any model.
+* ``auto``: the first of ghost, fast, vectorized that supports the model.
+
+An engine is one builder function plus one "why not" function in the table `ENGINES`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import tensorflow as tf
+from tensorflow_privacy.privacy.fast_gradient_clipping import (
+    clip_grads,
+    gradient_clipping_utils,
+    layer_registry,
+)
+from tensorflow_privacy.privacy.optimizers.dp_optimizer_keras import DPKerasSGDOptimizer
+
+from privacy.clipping import registry
+from privacy.config import DP_SGD_ENGINES
+
+ClippedSumFn = Callable[[tf.Tensor, tf.Tensor], list[tf.Tensor]]
+LossFn = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]  # (labels, outputs) -> per-example losses
+
+
+def reference(model: tf.keras.Model, loss_fn: LossFn, l2_norm_clip: float) -> ClippedSumFn:
+    opt = DPKerasSGDOptimizer(
+        l2_norm_clip=l2_norm_clip, noise_multiplier=0.0, num_microbatches=None, learning_rate=1.0
+    )
+    variables = model.trainable_variables
+
+    def clipped_sum(x, y):
+        with tf.GradientTape(persistent=True) as tape:
+            losses = loss_fn(y, model(x, training=True))
+        grads_and_vars = opt._compute_gradients(losses, variables, tape=tape)  # noqa: SLF001
+        batch = tf.cast(tf.shape(losses)[0], tf.float32)
+        return [g * batch for g, _ in grads_and_vars]
+
+    return clipped_sum
+
+
+def fast(model: tf.keras.Model, loss_fn: LossFn, l2_norm_clip: float) -> ClippedSumFn:
+    tfp_registry = layer_registry.make_default_layer_registry()
+    variables = model.trainable_variables
+
+    def clipped_sum(x, y):
+        norms = clip_grads.compute_gradient_norms(
+            model,
+            tfp_registry,
+            x,
+            y,
+            per_example_loss_fn=lambda yt, yp, _w: loss_fn(yt, yp),
+            trainable_vars=variables,
+        )
+        weights = tf.stop_gradient(clip_grads.compute_clip_weights(l2_norm_clip, norms))
+        with tf.GradientTape() as tape:
+            total = tf.reduce_sum(weights * loss_fn(y, model(x, training=True)))
+        return tape.gradient(total, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+    return clipped_sum
+
+
+def _ghost_pass(model: tf.keras.Model, loss_fn: LossFn, x, y) -> tuple[list, list]:
+    """One forward and one backward pass: every registered layer's record and its output gradient."""
+    records = []
+
+    def forward(layer, args, kwargs):
+        rule = registry.rule_for(layer) if layer.trainable_weights else None
+        if rule is None:  # parameter-free (or frozen) layer: run it as it is
+            return layer(*args, **kwargs, training=True), None
+        outputs, record = rule(layer, args, {**kwargs, "training": True})
+        records.append(record)
+        return outputs, None
+
+    with tf.GradientTape() as tape:
+        outputs, _ = gradient_clipping_utils.model_forward_pass(model, x, forward)
+        total = tf.reduce_sum(loss_fn(y, outputs))
+    # Row i of each gradient is d loss_i / d z_i: the losses are summed and example-separable.
+    return records, tape.gradient(total, [r.watched for r in records])
+
+
+def ghost_squared_norms(
+    model: tf.keras.Model, loss_fn: LossFn
+) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+    """(x, y) -> [B]: each example's squared gradient norm, as the ghost engine computes it."""
+
+    def squared_norms(x, y):
+        records, grads = _ghost_pass(model, loss_fn, x, y)
+        return tf.add_n([r.squared_norms(g) for r, g in zip(records, grads)])
+
+    return squared_norms
+
+
+def ghost(model: tf.keras.Model, loss_fn: LossFn, l2_norm_clip: float) -> ClippedSumFn:
+    variables = model.trainable_variables
+
+    def clipped_sum(x, y):
+        records, grads = _ghost_pass(model, loss_fn, x, y)
+        squared = tf.add_n([r.squared_norms(g) for r, g in zip(records, grads)])
+        weights = tf.minimum(1.0, l2_norm_clip / tf.maximum(tf.sqrt(squared), 1e-12))
+        sums = {}
+        for r, g in zip(records, grads):
+            sums.update(r.clipped_sums(g, weights))
+        return [sums[v.ref()] for v in variables]
+
+    return clipped_sum
+
+
+def vectorized(model: tf.keras.Model, loss_fn: LossFn, l2_norm_clip: float) -> ClippedSumFn:
+    variables = model.trainable_variables
+
+    def clipped_sum(x, y):
+        def one(example):
+            xi, yi = example
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(loss_fn(yi[None], model(xi[None], training=True)))
+            grads = tape.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            # explicit norm: tf.clip_by_global_norm's L2Loss has no vectorized_map converter
+            norm = tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(g)) for g in grads]))
+            scale = tf.minimum(1.0, l2_norm_clip / tf.maximum(norm, 1e-12))
+            return [g * scale for g in grads]
+
+        per_example = tf.vectorized_map(one, (x, y))
+        return [tf.reduce_sum(g, axis=0) for g in per_example]
+
+    return clipped_sum
+
+
+def _fast_unsupported(model: tf.keras.Model) -> str | None:
+    tfp_registry = layer_registry.make_default_layer_registry()
+    missing = sorted(
+        {
+            type(layer).__name__
+            for layer in model.layers
+            if layer.trainable_weights and not tfp_registry.is_elem(layer)
+        }
+    )
+    if not missing:
+        return None
+    return (
+        "engine 'fast' needs every trainable layer in TF-Privacy's fast-clipping registry "
+        f"(Dense, Embedding); this model has {missing}"
+    )
+
+
+def _ghost_unsupported(model: tf.keras.Model) -> str | None:
+    missing = registry.unsupported_layers(model)
+    if not missing:
+        return None
+    known = ", ".join(sorted(t.__name__ for t in registry.LAYER_RULES))
+    return f"engine 'ghost' has per-layer clipping rules for {known}; this model has {missing}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Engine:
+    build: Callable[[tf.keras.Model, LossFn, float], ClippedSumFn]
+    unsupported: Callable[[tf.keras.Model], str | None]  # why the engine cannot run a model, or None
+
+
+ENGINES: dict[str, Engine] = {
+    "reference": Engine(reference, lambda model: None),
+    "fast": Engine(fast, _fast_unsupported),
+    "ghost": Engine(ghost, _ghost_unsupported),
+    "vectorized": Engine(vectorized, lambda model: None),
+}
+AUTO_ORDER = ("ghost", "fast", "vectorized")  # fastest first
+assert set(ENGINES) | {"auto"} == set(DP_SGD_ENGINES)
+
+
+def resolve_engine(engine: str, model: tf.keras.Model) -> str:
+    """The engine that will run: `auto` picks the fastest that supports `model`; ValueError if none."""
+    if engine == "auto":
+        return next(name for name in AUTO_ORDER if ENGINES[name].unsupported(model) is None)
+    if engine not in ENGINES:
+        raise ValueError(f"unknown DP engine {engine!r}; expected one of {DP_SGD_ENGINES}")
+    reason = ENGINES[engine].unsupported(model)
+    if reason:
+        raise ValueError(f"{reason}; use --engine=auto (or vectorized, which runs any model)")
+    return engine
+
+
+def make_clipped_sum_fn(
+    engine: str, model: tf.keras.Model, loss_fn: LossFn, l2_norm_clip: float
+) -> ClippedSumFn:
+    """(x, y) -> list of per-variable sums of per-example gradients clipped to `l2_norm_clip`."""
+    return ENGINES[resolve_engine(engine, model)].build(model, loss_fn, l2_norm_clip)

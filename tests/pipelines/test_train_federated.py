@@ -1,0 +1,167 @@
+"""The train_federated binary: clear errors, nothing written for bad runs, budget stop, SIGKILL resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from privacy import accounting
+from privacy.config import DpFedAvgConfig
+from privacy.sampling import sample_clients
+
+BINARY = [sys.executable, "-m", "pipelines.train_federated"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--aggregator=fixed"], "needs --noise_multiplier or --target_epsilon"),
+        (["--noise_multiplier=1"], "need a DP aggregator"),
+        (["--aggregator=adaptive", "--noise_multiplier=5"], "--clients_per_round >= 51"),
+        (["--clients_per_round=400"], "clients_per_round"),
+        (["--aggregator=tree", "--noise_multiplier=1", "--rounds=20"], "at most once"),
+        (["--dataset=emnist", "--partition=natural", "--data_dir=/nonexistent"], "emnist_all.sqlite"),
+    ],
+)
+def test_binary_bad_settings_give_clear_errors(tmp_path, args, message, repo, binary_env):
+    out = subprocess.run(
+        BINARY + [f"--root_output_dir={tmp_path}", *args],
+        cwd=repo,
+        env=binary_env,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode != 0
+    assert message in out.stderr + out.stdout
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "federated" / "flags.txt").exists()  # nothing written for a bad run
+
+
+def _read_metrics(path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_dp_run_end_to_end_outputs_budget_stop_and_empty_rounds(tmp_path, binary_env, assert_no_workers_left):
+    """Adaptive DP-FedAvg on digits via the binary: stops before the budget, noise-only rounds."""
+    common = dict(num_clients=20, clients_per_round=1, rounds=6, noise_multiplier=0.5)
+    dp = DpFedAvgConfig(**common, aggregator="adaptive", clipped_count_stddev=1.0)
+    ledger = accounting.fedavg_epsilon_per_round(dp)
+    target = (ledger[3] + ledger[4]) / 2  # affords exactly 4 rounds
+    seed = next(s for s in range(100) if any(len(sample_clients(dp, r, s)) == 0 for r in range(4)))
+    empty = sum(len(sample_clients(dp, r, seed)) == 0 for r in range(4))
+    args = [
+        f"--root_output_dir={tmp_path}",
+        "--experiment_name=dp",
+        *[f"--{k}={v}" for k, v in common.items()],
+        "--aggregator=adaptive",
+        "--clipped_count_stddev=1.0",
+        f"--target_epsilon={target}",
+        f"--seed={seed}",
+        "--eval_every=2",
+        "--checkpoint_every=3",
+        "--client_epochs=1",
+    ]
+    out = subprocess.run(
+        BINARY + args, cwd=tmp_path, env=binary_env, capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert_no_workers_left(str(tmp_path))
+    assert "stopped after 4 rounds" in out.stdout
+    run_dir = tmp_path / "dp"
+    privacy = json.loads((run_dir / "privacy.json").read_text())
+    assert privacy["unit"] == "user" and privacy["rounds"] == 4 and privacy["steps"] == 4
+    assert privacy["epsilon"] == pytest.approx(ledger[3]) and privacy["epsilon"] <= target
+    assert privacy["clients_per_round"] == 1 and privacy["num_clients"] == 20
+    assert privacy["empty_rounds"] == empty >= 1
+    assert privacy["value_noise_multiplier"] > privacy["noise_multiplier"] == 0.5
+    assert privacy["stopped_early_for_budget"] is True
+    rows = _read_metrics(run_dir / "metrics.csv")
+    assert [int(r["round"]) for r in rows] == [1, 2, 3, 4]
+    assert [float(r["epsilon"]) for r in rows] == pytest.approx(ledger[:4])
+    assert all(float(r["aggregator/dp_query_metrics/clip"]) > 0 for r in rows)
+    assert "--aggregator=adaptive" in (run_dir / "flags.txt").read_text()
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"tensors": 0})
+    acc.Reload()
+    tags = set(acc.Tags()["tensors"])
+    assert {"epsilon", "aggregator/clip", "train_loss", "test_accuracy"} <= tags
+
+    import tensorflow as tf
+
+    from data.datasets import load_digits
+
+    model = tf.keras.models.load_model(str(run_dir / "model"))
+    ds = load_digits(seed=seed)
+    logits = model.predict(ds.x_test, verbose=0)
+    acc_reloaded = float(np.mean(np.argmax(logits, 1) == ds.y_test))
+    assert acc_reloaded == pytest.approx(float(rows[-1]["test_accuracy"]), abs=1e-6)
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_counts_each_round_once(tmp_path, binary_env, assert_no_workers_left):
+    args = BINARY + [
+        f"--root_output_dir={tmp_path}",
+        "--experiment_name=resume",
+        "--num_clients=60",
+        "--clients_per_round=6",
+        "--rounds=6",
+        "--checkpoint_every=2",
+        "--eval_every=3",
+        "--aggregator=fixed",
+        "--noise_multiplier=0.8",
+        "--client_epochs=1",
+    ]
+    proc = subprocess.Popen(
+        args, cwd=tmp_path, env=binary_env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    killed_after = None
+    try:
+        for line in proc.stdout:
+            if line.startswith("[federated] round 3/6"):  # rounds 1-2 are checkpointed, 3 is not
+                proc.send_signal(signal.SIGKILL)
+                killed_after = 3
+                break
+    finally:
+        proc.kill()
+        proc.wait(30)
+    assert killed_after == 3, "the run never reached round 3"
+    assert_no_workers_left(str(tmp_path))  # even SIGKILL leaves no worker behind
+    run_dir = tmp_path / "resume"
+    assert [int(r["round"]) for r in _read_metrics(run_dir / "metrics.csv")] == [1, 2]
+
+    out = subprocess.run(args, cwd=tmp_path, env=binary_env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert_no_workers_left(str(tmp_path))
+    assert "resuming after round 2" in out.stdout
+    assert "round 3/6" in out.stdout and "round 1/6" not in out.stdout
+    rows = _read_metrics(run_dir / "metrics.csv")
+    assert [int(r["round"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    dp = DpFedAvgConfig(60, 6, 6, noise_multiplier=0.8, aggregator="fixed")
+    privacy = json.loads((run_dir / "privacy.json").read_text())
+    assert privacy["steps"] == 6 and privacy["rounds"] == 6
+    assert privacy["epsilon"] == pytest.approx(accounting.fedavg_epsilon(dp, 6))
+    # Same clients as an uninterrupted run would have drawn.
+    assert [int(r["clients"]) for r in rows] == [len(sample_clients(dp, r, 0)) for r in range(6)]
+
+    # A rerun with other settings must not touch the run's files.
+    before = (run_dir / "privacy.json").read_text()
+    bad = subprocess.run(
+        [a if a != "--noise_multiplier=0.8" else "--noise_multiplier=2" for a in args],
+        cwd=tmp_path,
+        env=binary_env,
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode != 0 and "different run" in bad.stderr
+    assert (run_dir / "privacy.json").read_text() == before
+    assert "--noise_multiplier=0.8" in (run_dir / "flags.txt").read_text()

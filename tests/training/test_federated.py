@@ -1,0 +1,204 @@
+"""Federated pipeline: config/DP checks (fast) and end-to-end TFF runs (slow)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from privacy import accounting
+from training import federated
+
+
+def test_config_rejects_inconsistent_privacy_flags():
+    with pytest.raises(ValueError, match="need a DP aggregator"):
+        federated.FederatedConfig(aggregator="none", noise_multiplier=1.0)
+    with pytest.raises(ValueError, match="needs --noise_multiplier or --target_epsilon"):
+        federated.FederatedConfig(aggregator="fixed")
+    with pytest.raises(ValueError, match="unweighted"):
+        federated.FederatedConfig(aggregator="fixed", noise_multiplier=1.0, weighted=True)
+    with pytest.raises(ValueError, match="exceeds num_clients"):
+        federated.FederatedConfig(num_clients=10, clients_per_round=11)
+    with pytest.raises(ValueError, match="server_optimizer"):
+        federated.FederatedConfig(server_optimizer="yogi")
+    assert federated.FederatedConfig().is_weighted
+    assert not federated.FederatedConfig(aggregator="fixed", noise_multiplier=1.0).is_weighted
+
+
+def test_adaptive_clipping_impossible_settings_say_what_to_change():
+    cfg = federated.FederatedConfig(aggregator="adaptive", noise_multiplier=1.0, clients_per_round=10)
+    with pytest.raises(ValueError, match=r"--clients_per_round >= 11.*--clipped_count_stddev"):
+        federated.dp_config(cfg, 300)
+    ok = federated.FederatedConfig(aggregator="adaptive", noise_multiplier=1.0, clients_per_round=11)
+    assert federated.dp_config(ok, 300).noise_multiplier == 1.0
+    explicit = federated.FederatedConfig(
+        aggregator="adaptive", noise_multiplier=1.0, clients_per_round=10, clipped_count_stddev=0.4
+    )
+    with pytest.raises(ValueError, match="clipped_count_stddev > 0.5"):
+        federated.dp_config(explicit, 300)
+
+
+def test_target_epsilon_calibrates_noise_within_budget():
+    cfg = federated.FederatedConfig(aggregator="fixed", target_epsilon=5.0, rounds=20, num_clients=300)
+    dp = federated.dp_config(cfg, 300)
+    assert dp.noise_multiplier > 0
+    assert accounting.fedavg_epsilon(dp) <= 5.0
+    assert accounting.fedavg_epsilon(dp.replace(noise_multiplier=dp.noise_multiplier * 0.98)) > 5.0 * 0.99
+
+
+def test_privacy_report_keys_and_statement():
+    cfg = federated.FederatedConfig(aggregator="fixed", noise_multiplier=1.0, rounds=10)
+    dp = federated.dp_config(cfg, 300)
+    rep = federated.privacy_report(cfg, dp, rounds_done=4, empty_rounds=1)
+    for key in (
+        "epsilon",
+        "delta",
+        "accountant",
+        "sampling",
+        "adjacency",
+        "noise_multiplier",
+        "l2_norm_clip",
+        "steps",
+        "clients_per_round",
+        "num_clients",
+        "rounds",
+        "statement",
+    ):
+        assert key in rep, key
+    assert rep["unit"] == "user" and rep["rounds"] == 4 and rep["steps"] == 4
+    assert rep["epsilon"] == pytest.approx(accounting.fedavg_epsilon(dp, 4))
+    assert "add/remove one user" in rep["adjacency"]
+    assert "noise only" in rep["statement"]
+    tree = federated.FederatedConfig(aggregator="tree", noise_multiplier=1.0, rounds=10)
+    rep = federated.privacy_report(tree, federated.dp_config(tree, 300), 3)
+    assert rep["sampling"] == "epoch" and "replace one user" in rep["adjacency"]
+    plain = federated.FederatedConfig()
+    rep = federated.privacy_report(plain, federated.dp_config(plain, 300), 3)
+    assert (
+        rep["epsilon"] is None and rep["epsilon_is_infinite"] and rep["dp"] is False and rep["unit"] == "user"
+    )
+
+
+def test_population_builds_only_requested_clients_deterministically():
+    from data.clients import from_dataset
+    from data.datasets import load_digits
+
+    pop = from_dataset(load_digits(), "dirichlet", 300, alpha=1.0, seed=0)
+    assert pop.num_clients == 300 and pop.client_sizes().sum() == len(load_digits().x_train)
+    dsets = pop.round_datasets([3, 7], epochs=2, batch_size=4, seed=1, round_num=5)
+    assert len(dsets) == 2
+    xs = np.concatenate([x for x, _ in dsets[0].as_numpy_iterator()])
+    assert len(xs) == 2 * pop.client_sizes()[3]
+    again = np.concatenate([x for x, _ in pop.client_dataset(3, 2, 4, 1, 5).as_numpy_iterator()])
+    assert np.array_equal(xs, again)
+
+
+@pytest.mark.slow
+def test_library_tree_aggregation_and_fedprox(tmp_path):
+    """In-process: DP-FTRL tree aggregation and a non-private FedProx run both train."""
+    from data.datasets import load_digits
+
+    ds = load_digits()
+    tree = federated.FederatedConfig(
+        num_clients=100,
+        clients_per_round=20,
+        rounds=3,
+        aggregator="tree",
+        noise_multiplier=0.3,
+        server_optimizer="sgd",
+        server_learning_rate=1.0,
+        client_epochs=1,
+        eval_every=3,
+        audit_canaries=50,  # tree: canary users take slots of the 100, each at most once
+        root_output_dir=str(tmp_path),
+        experiment_name="tree",
+    )
+    res = federated.run(tree, ds)
+    assert res.rounds_completed == 3 and np.isfinite(res.test_loss)
+    assert res.audit["num_canaries"] == 50 and not res.audit["exceeds_claim"]
+    assert res.privacy["adjacency"].startswith("replace one user")
+    assert res.privacy["epsilon"] == pytest.approx(accounting.fedavg_epsilon(federated.dp_config(tree, 100)))
+    prox = federated.FederatedConfig(
+        num_clients=50,
+        clients_per_round=10,
+        rounds=8,
+        partition="iid",
+        fedprox_mu=0.01,
+        client_sampling="uniform",
+        eval_every=4,
+        audit_canaries=20,
+        audit_canary_clients=6,
+        root_output_dir=str(tmp_path),
+        experiment_name="prox",
+    )
+    res = federated.run(prox, ds)
+    assert res.test_accuracy > 0.5  # chance is 0.1
+    assert all(r["clients"] == 10 for r in res.history)
+    inserted = res.audit["kinds"]["black_box"]["inserted"]
+    assert res.privacy["num_clients"] == 50 + inserted  # canary clients are users of the population
+    # no noise: no left-out canary outscores an inserted one; only never-sampled inserted ones tie
+    assert res.audit["claimed_epsilon"] is None and res.audit["kinds"]["white_box"]["auc"] > 0.75
+
+
+@pytest.mark.slow
+def test_remote_workers_match_local_execution(tmp_path):
+    """--workers: two worker_binary processes on 127.0.0.1 give the local result (no noise)."""
+    from data.datasets import load_digits
+    from training.federated import worker_processes
+
+    ds = load_digits()
+    common = dict(
+        num_clients=40,
+        clients_per_round=8,
+        rounds=3,
+        partition="iid",
+        client_sampling="uniform",
+        client_epochs=1,
+        eval_every=3,
+        root_output_dir=str(tmp_path),
+    )
+    local = federated.run(federated.FederatedConfig(**common, experiment_name="local"), ds)
+    workers = worker_processes.start_local_workers(2)
+    try:
+        remote = federated.run(
+            federated.FederatedConfig(
+                **common, experiment_name="remote", workers=tuple(a for a, _ in workers)
+            ),
+            ds,
+        )
+    finally:
+        worker_processes.stop_workers(workers)
+    assert remote.test_loss == pytest.approx(local.test_loss, rel=1e-5)
+    assert [r["train_loss"] for r in remote.history] == pytest.approx(
+        [r["train_loss"] for r in local.history]
+    )
+
+
+@pytest.mark.slow
+def test_aggregator_audit_catches_a_noise_bug_and_clears_the_real_aggregator(tmp_path, monkeypatch):
+    import dataclasses
+
+    from data.datasets import load_digits
+    from privacy import aggregators
+
+    ds = load_digits()
+
+    def run(name: str):
+        config = federated.FederatedConfig(
+            rounds=15, client_epochs=1, aggregator="fixed", target_epsilon=2.0, eval_every=15,
+            audit_canaries=500, root_output_dir=str(tmp_path), experiment_name=name,
+        )  # fmt: skip
+        return federated.run(config, ds, verbose=False)
+
+    correct = run("correct")
+    assert 0 <= correct.audit["epsilon_lower_bound"] <= correct.privacy["epsilon"]
+    assert "aggregator" in correct.audit["mode"]
+    honest = aggregators.build_factory
+
+    def broken(config, *args, **kwargs):  # 100x too little noise in the aggregator, same claim
+        quiet = dataclasses.replace(config, noise_multiplier=config.noise_multiplier / 100)
+        return honest(quiet, *args, **kwargs)
+
+    monkeypatch.setattr(aggregators, "build_factory", broken)
+    bad = run("broken")
+    assert bad.privacy["epsilon"] == pytest.approx(correct.privacy["epsilon"])
+    assert bad.audit["epsilon_lower_bound"] > bad.privacy["epsilon"] and bad.audit["exceeds_claim"]

@@ -1,0 +1,498 @@
+"""Centralized training, non-private or DP-SGD, as a library call (no absl FLAGS here).
+
+flags -> CentralizedConfig (frozen, validated) -> prepare() (every check, nothing written) ->
+run() -> training loop -> RunFolder outputs. With ``dp=True`` one `privacy.config.DpSgdConfig`
+drives the batch sampler, the noise (`privacy.noise`) and the accountant, so the reported epsilon
+is the epsilon of the sampling that was really used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from data.datasets import Dataset
+from privacy import accounting
+from privacy.config import ACCOUNTANTS, DP_SGD_ENGINES, EXAMPLE_SAMPLINGS, DpSgdConfig, check_delta
+from privacy.local_dp import LocalDpConfig
+from privacy.report import privacy_report, randomness_report, reported_epsilon
+from training.canary_audit import (
+    AUDIT_FILE,
+    BLACK_BOX_EXAMPLES,
+    WHITE_BOX_STEPS,
+    RunCanaries,
+    WhiteBoxObserver,
+    audit_record,
+    audit_seed,
+    insert_canaries,
+    write_audit,
+)
+from training.progress import Progress
+from training.run_folder import RunFolder, write_scalars
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+class ConfigError(ValueError):
+    """Settings that cannot run (as opposed to a bug): the message says what to change."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CentralizedConfig:
+    dataset: str = "digits"
+    data_dir: str | None = None
+    download: bool = False
+    label_column: str = "label"
+    model: str = "mlp"
+    width: int | None = None  # MLP hidden units; None: models/builders.py's default
+    # None: from training.recipes, by model and input shape (resolved in prepare())
+    epochs: int | None = None
+    batch_size: int | None = None
+    sampling_rate: float | None = None  # instead of batch_size: batch_size = round(q * N)
+    learning_rate: float | None = None
+    momentum: float | None = None
+    lr_schedule: str | None = None
+    dp: bool = False
+    l2_norm_clip: float | None = None
+    noise_multiplier: float | None = None
+    target_epsilon: float | None = None
+    delta: float = 1e-5
+    accountant: str = "rdp"
+    sampling: str = "poisson"
+    engine: str = "auto"
+    seed: int = 0
+    secure_noise: bool = False  # noise and sampling from OS entropy, not from `seed`
+    audit_canaries: int = 0  # gradient (white-box) canaries, half inserted (training/canary_audit.py)
+    audit_example_canaries: int = 0  # out-of-distribution example (black-box) canaries, half inserted
+    root_output_dir: str = "runs"
+    experiment_name: str = "centralized"
+    local_dp: LocalDpConfig | None = None
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.epochs is None or self.epochs > 0, f"epochs must be > 0, got {self.epochs}"),
+            (
+                self.batch_size is None or self.batch_size > 0,
+                f"batch_size must be > 0, got {self.batch_size}",
+            ),
+            (
+                self.sampling_rate is None or 0 < self.sampling_rate <= 1,
+                f"sampling_rate must be in (0, 1], got {self.sampling_rate}",
+            ),
+            (
+                self.learning_rate is None or self.learning_rate > 0,
+                f"learning_rate must be > 0, got {self.learning_rate}",
+            ),
+            (
+                self.momentum is None or 0 <= self.momentum < 1,
+                f"momentum must be in [0, 1), got {self.momentum}",
+            ),
+            (
+                self.lr_schedule is None or self.lr_schedule in LR_SCHEDULES,
+                f"lr_schedule must be one of {LR_SCHEDULES}",
+            ),
+            (
+                self.l2_norm_clip is None or self.l2_norm_clip > 0,
+                f"l2_norm_clip must be > 0, got {self.l2_norm_clip}",
+            ),
+            (0 < self.delta < 1, f"delta must be in (0, 1), got {self.delta}"),
+            (self.accountant in ACCOUNTANTS, f"accountant must be one of {ACCOUNTANTS}"),
+            (self.sampling in EXAMPLE_SAMPLINGS, f"sampling must be one of {EXAMPLE_SAMPLINGS}"),
+            (self.engine in DP_SGD_ENGINES, f"engine must be one of {DP_SGD_ENGINES}"),
+            (self.noise_multiplier is None or self.noise_multiplier >= 0, "noise_multiplier must be >= 0"),
+            (self.target_epsilon is None or self.target_epsilon > 0, "target_epsilon must be > 0"),
+            (self.audit_canaries >= 0, f"audit_canaries must be >= 0, got {self.audit_canaries}"),
+            (
+                self.audit_example_canaries >= 0,
+                f"audit_example_canaries must be >= 0, got {self.audit_example_canaries}",
+            ),
+        ]
+        if self.dp:
+            checks.append(
+                (
+                    self.noise_multiplier is not None or self.target_epsilon is not None,
+                    "--dp needs --noise_multiplier or --target_epsilon",
+                )
+            )
+        else:  # a forgotten --dp must not leave the user believing in a guarantee
+            checks.append(
+                (
+                    self.noise_multiplier is None and self.target_epsilon is None,
+                    "--noise_multiplier/--target_epsilon only apply with --dp: without --dp the run is not "
+                    "private; add --dp, or drop them for a non-private baseline",
+                )
+            )
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(msg)
+
+
+@dataclasses.dataclass
+class CentralizedResult:
+    output_dir: str
+    test_accuracy: float
+    test_loss: float
+    privacy: dict[str, Any]
+    wall_time_s: float
+    history: list[dict[str, Any]]
+    audit: dict[str, Any] | None = None
+
+
+def dp_sgd_config(config: CentralizedConfig, num_examples: int) -> DpSgdConfig:
+    """The DP-SGD config of this run, with the noise calibrated when a target is given."""
+    if config.batch_size > num_examples:
+        raise ConfigError(f"batch_size {config.batch_size} exceeds the {num_examples} training examples")
+    try:
+        check_delta(config.delta, num_examples, "example")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    base = DpSgdConfig(
+        num_examples=num_examples,
+        batch_size=config.batch_size,
+        epochs=config.epochs,
+        noise_multiplier=config.noise_multiplier or 0.0,
+        l2_norm_clip=config.l2_norm_clip,
+        delta=config.delta,
+        accountant=config.accountant,
+        sampling=config.sampling,
+    )
+    if config.noise_multiplier is None:
+        try:
+            return accounting.calibrate_dp_sgd(base, config.target_epsilon)
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
+    return base
+
+
+@dataclasses.dataclass
+class Plan:
+    """A validated run: everything `train` needs, decided before any file is written."""
+
+    config: CentralizedConfig
+    dataset: Dataset
+    local_report: dict | None
+    dp: DpSgdConfig | None
+    ledger: list[float]
+    epochs: int  # planned: the budget may stop the run before config.epochs
+    engine: str
+    folder: RunFolder
+    fingerprint: dict[str, Any]
+    canaries: RunCanaries | None = None
+
+    @property
+    def complete(self) -> bool:
+        """The folder holds this very run, finished (privacy.json is written last)."""
+        return os.path.exists(self.folder.file(RunFolder.PRIVACY)) and os.path.exists(
+            self.folder.file(RunFolder.RUN_CONFIG)
+        )
+
+
+def with_recipe(config: CentralizedConfig, input_shape: tuple[int, ...]) -> CentralizedConfig:
+    """The config with every unset training setting taken from `training.recipes` for this model and input."""
+    from training.recipes import default_recipe
+
+    recipe = default_recipe(config.model, input_shape, config.dp)
+    fields = ("epochs", "batch_size", "learning_rate", "momentum", "lr_schedule", "l2_norm_clip")
+    unset = {f: getattr(recipe, f) for f in fields if getattr(config, f) is None}
+    if config.sampling_rate is not None:
+        unset.pop("batch_size", None)  # resolved from the sampling rate below
+    return dataclasses.replace(config, **unset)
+
+
+def noise_seed(config: CentralizedConfig) -> int | None:
+    """The seed of everything the guarantee relies on (noise, sampling, local DP); None: OS entropy."""
+    return None if config.secure_noise else config.seed
+
+
+def _load(config: CentralizedConfig, dataset: Dataset | None) -> tuple[Dataset, dict | None]:
+    from training.inputs import load_training_data, with_local_dp
+
+    if dataset is not None:
+        return with_local_dp(dataset, config.local_dp, noise_seed(config))
+    return load_training_data(
+        config.dataset,
+        config.data_dir,
+        seed=config.seed,
+        download=config.download,
+        label_column=config.label_column,
+        local_dp=config.local_dp,
+        noise_seed=noise_seed(config),
+    )
+
+
+def _with_canaries(config: CentralizedConfig, dataset: Dataset, probe) -> tuple[Dataset, RunCanaries | None]:
+    if config.audit_canaries == 0 and config.audit_example_canaries == 0:
+        return dataset, None
+    try:
+        return insert_canaries(
+            dataset,
+            config.audit_canaries,
+            config.audit_example_canaries,
+            audit_seed(config.seed),
+            probe,
+            config.l2_norm_clip,
+        )
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def prepare(config: CentralizedConfig, dataset: Dataset | None = None) -> Plan:
+    """Loads the data and checks every setting (data, model, DP, engine, output folder); writes nothing.
+
+    `dataset` (already loaded, e.g. by the comparison) is used as given, local DP included.
+    """
+    from models.builders import build_model, check_compatible
+    from privacy.clipping import resolve_engine
+
+    folder = RunFolder(config.root_output_dir, config.experiment_name)
+    folder.check()
+    dataset, local_report = _load(config, dataset)
+    check_compatible(config.model, dataset.input_shape, dataset.num_classes)
+    config = with_recipe(config, dataset.input_shape)
+    probe = build_model(config.model, dataset.input_shape, dataset.num_classes, config.seed, config.width)
+    dataset, canaries = _with_canaries(config, dataset, probe)
+    n = canaries.num_units if canaries else dataset.num_train
+    if config.sampling_rate is not None:
+        config = dataclasses.replace(
+            config, batch_size=max(1, round(config.sampling_rate * n)), sampling_rate=None
+        )
+    if config.batch_size > n:
+        raise ConfigError(f"batch_size {config.batch_size} exceeds the {n} training examples")
+    dp = dp_sgd_config(config, n) if config.dp else None
+    ledger = accounting.dp_sgd_epsilon_per_epoch(dp) if dp else [math.inf] * config.epochs
+    try:
+        epochs = accounting.plan_within_budget(
+            ledger, config.target_epsilon if dp else None, "epoch", "raise the noise multiplier"
+        )
+        engine = resolve_engine(config.engine, probe) if dp else "none"
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    skip = ("root_output_dir", "data_dir", "download")
+    fingerprint = {k: v for k, v in dataclasses.asdict(config).items() if k not in skip}
+    fingerprint["resolved_noise_multiplier"] = dp.noise_multiplier if dp else None
+    folder.check_same_run(fingerprint)
+    return Plan(config, dataset, local_report, dp, ledger, epochs, engine, folder, fingerprint, canaries)
+
+
+def run(
+    config: CentralizedConfig,
+    dataset: Dataset | None = None,
+    flags: dict[str, Any] | None = None,
+    verbose: bool = True,
+) -> CentralizedResult:
+    """Validates everything, then trains, evaluates, accounts and writes all outputs.
+
+    `flags` (the binary's flag values) are written to flags.txt, after validation; `verbose` prints
+    progress with an ETA.
+    """
+    return launch(prepare(config, dataset), flags, verbose)
+
+
+def launch(plan: Plan, flags: dict[str, Any] | None = None, verbose: bool = True) -> CentralizedResult:
+    """Creates the run folder (flags.txt first), then trains: the first writes of a prepared run.
+
+    A run that is already complete (same settings, privacy.json written) is not redone: its results
+    are read back and nothing on disk changes.
+    """
+    progress = Progress("centralized", plan.epochs, enabled=verbose)
+    if plan.complete:
+        progress.note(f"{plan.folder.path} already holds this run, complete: nothing to do")
+        return _read_result(plan)
+    plan.folder.create()
+    if flags is not None:
+        plan.folder.write_flags(flags)
+    plan.folder.write_json(RunFolder.RUN_CONFIG, plan.fingerprint)
+    return train(plan, progress)
+
+
+def _read_result(plan: Plan) -> CentralizedResult:
+    history = plan.folder.read_metrics()
+    final = history[-1] if history else {}
+    return CentralizedResult(
+        output_dir=plan.folder.path,
+        test_accuracy=final.get("test_accuracy", math.nan),
+        test_loss=final.get("test_loss", math.nan),
+        privacy=plan.folder.read_json(RunFolder.PRIVACY),
+        wall_time_s=0.0,
+        history=history,
+        audit=plan.folder.read_json(AUDIT_FILE) if plan.canaries else None,
+    )
+
+
+def _report(plan: Plan, epochs_done: int) -> dict[str, Any]:
+    if plan.dp is None:
+        guarantee = accounting.non_private_guarantee("example", "shuffle", 0)
+        details: dict[str, Any] = {"epochs": epochs_done}
+    else:
+        guarantee = accounting.dp_sgd_guarantee(plan.dp, epochs_done)
+        details = {
+            "epochs": epochs_done,
+            "batch_size": plan.dp.batch_size,
+            "sampling_rate": plan.dp.sampling_rate,
+            "num_examples": plan.dp.num_examples,
+            "engine": plan.engine,
+        }
+    if plan.local_report:
+        details["local_dp"] = plan.local_report
+    details["randomness"] = randomness_report(plan.config.secure_noise)
+    details["stopped_early_for_budget"] = epochs_done < plan.config.epochs
+    return privacy_report(guarantee, **details)
+
+
+def _model_and_optimizer(plan: Plan):
+    """The Keras model (compiled for evaluate() and a reloadable SavedModel) and its SGD optimizer."""
+    import tensorflow as tf
+
+    from models.builders import build_model
+
+    config, dataset = plan.config, plan.dataset
+    model = build_model(config.model, dataset.input_shape, dataset.num_classes, config.seed, config.width)
+    if dataset.task == "classification":
+        model.compile(
+            loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+        )
+    else:
+        model.compile(loss=tf.keras.losses.MeanSquaredError())
+    lr: Any = config.learning_rate
+    if config.lr_schedule == "cosine":  # decays to 0 over the planned steps: calmer final DP iterates
+        units = plan.canaries.num_units if plan.canaries else dataset.num_train
+        steps = plan.epochs * math.ceil(units / config.batch_size)
+        lr = tf.keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=max(1, steps))
+    return model, tf.keras.optimizers.SGD(lr, momentum=config.momentum)
+
+
+def fit(plan: Plan, observer: WhiteBoxObserver | None = None, on_epoch=None):
+    """Builds the model and runs the planned epochs of sampled DP (or plain) steps; returns the model.
+    `on_epoch(epoch, model)` runs after each epoch. Writes nothing (the private search uses it too)."""
+    import tensorflow as tf
+
+    from training.train_steps import make_train_steps
+
+    config, dataset = plan.config, plan.dataset
+    model, optimizer = _model_and_optimizer(plan)
+    gradients = plan.canaries.gradients if plan.canaries else None
+    steps = make_train_steps(
+        model, dataset.task, dataset.input_shape, tf.as_dtype(dataset.y_train.dtype), optimizer, plan.dp,
+        plan.engine, noise_seed(config), gradients,
+    )  # fmt: skip
+    epochs = _EpochRunner(plan, steps, observer)
+    for epoch in range(1, plan.epochs + 1):
+        epochs.run()
+        if on_epoch is not None:
+            on_epoch(epoch, model)
+    return model
+
+
+def train(plan: Plan, progress: Progress | None = None) -> CentralizedResult:
+    """The training loop of a prepared run, and its outputs."""
+    import tensorflow as tf
+
+    start = time.time()
+    config, dataset = plan.config, plan.dataset
+    progress = progress or Progress("centralized", plan.epochs)
+    observer = (
+        WhiteBoxObserver(plan.canaries.gradients) if plan.canaries and plan.canaries.gradients else None
+    )
+    tb = plan.folder.tensorboard_writer()
+    history: list[dict[str, Any]] = []
+    epoch_start = [time.time()]
+
+    def evaluate(epoch: int, model) -> None:
+        evals = model.evaluate(dataset.x_test, dataset.y_test, verbose=0, batch_size=1024, return_dict=True)
+        row = {"epoch": epoch, "test_loss": float(evals["loss"]), "epsilon": plan.ledger[epoch - 1]}
+        row["epoch_time_s"] = time.time() - epoch_start[0]
+        if "accuracy" in evals:
+            row["test_accuracy"] = float(evals["accuracy"])
+        history.append(row)
+        write_scalars(tb, epoch, row, skip=("epoch",))
+        progress.step(epoch, _epoch_text(row, plan))
+        epoch_start[0] = time.time()
+
+    model = fit(plan, observer, evaluate)
+    if plan.epochs < config.epochs:
+        progress.note(
+            f"stopped after {plan.epochs} epochs: epoch {plan.epochs + 1} would spend "
+            f"epsilon={plan.ledger[plan.epochs]:.3f} > budget {config.target_epsilon}"
+        )
+    privacy = _report(plan, plan.epochs)
+    audit = _audit(plan, model, observer, privacy, tb)
+    with tb.as_default(step=plan.epochs):
+        tf.summary.text("privacy_statement", privacy["statement"])
+    tb.flush()
+    plan.folder.save_model(model)
+    plan.folder.write_metrics(history)
+    plan.folder.write_privacy(privacy)
+    final = history[-1]
+    return CentralizedResult(
+        output_dir=plan.folder.path,
+        test_accuracy=final.get("test_accuracy", math.nan),
+        test_loss=final["test_loss"],
+        privacy=privacy,
+        wall_time_s=time.time() - start,
+        history=history,
+        audit=audit,
+    )
+
+
+class _EpochRunner:
+    """One epoch of sampled batches through the compiled steps (canaries included where sampled)."""
+
+    def __init__(self, plan: Plan, steps, observer: WhiteBoxObserver | None) -> None:
+        import tensorflow as tf
+
+        self.plan, self.observer = plan, observer
+        self.train_step, self.noise_only_step = steps
+        self.x, self.y = tf.constant(plan.dataset.x_train), tf.constant(plan.dataset.y_train)
+        self.rng = np.random.default_rng(noise_seed(plan.config))  # batch (and canary) sampling
+        units = plan.canaries.num_units if plan.canaries else plan.dataset.num_train
+        self.batches = plan.dp or DpSgdConfig(
+            num_examples=units,
+            batch_size=plan.config.batch_size,
+            epochs=plan.config.epochs,
+            noise_multiplier=0.0,
+            sampling="shuffle",
+        )
+
+    def run(self) -> None:
+        import tensorflow as tf
+
+        from privacy import sampling
+
+        for idx in sampling.epoch_batches(self.batches, self.rng):
+            mask = ()
+            if self.plan.canaries:
+                idx, canary_mask = self.plan.canaries.split(idx)
+                mask = () if canary_mask is None else (tf.constant(canary_mask),)
+            if len(idx) == 0 and self.noise_only_step is not None:
+                observed = self.noise_only_step(*mask)
+            elif len(idx) == 0 and not (mask and mask[0].numpy().any()):
+                continue  # non-private, nothing sampled: no step
+            else:
+                observed = self.train_step(tf.gather(self.x, idx), tf.gather(self.y, idx), *mask)
+            if self.observer is not None:
+                self.observer.add(observed)
+
+
+def _audit(plan: Plan, model, observer: WhiteBoxObserver | None, privacy: dict, tb) -> dict | None:
+    """audit.json of a run with canaries (its lower bound also in privacy.json and TensorBoard)."""
+    if plan.canaries is None:
+        return None
+    examples, black_box = plan.canaries.examples, None
+    if examples is not None:
+        logits = model.predict(examples.x, batch_size=1024, verbose=0)
+        black_box = (examples, logits, BLACK_BOX_EXAMPLES)
+    white_box = (observer, WHITE_BOX_STEPS) if observer is not None else None
+    record = audit_record(reported_epsilon(privacy), plan.config.delta, white_box, black_box)
+    write_audit(plan.folder, record, privacy, tb, plan.epochs, "centralized")
+    return record
+
+
+def _epoch_text(row: dict[str, Any], plan: Plan) -> str:
+    acc = f" acc={row['test_accuracy']:.4f}" if "test_accuracy" in row else ""
+    eps = f" eps={row['epsilon']:.3f}" if plan.dp else ""
+    return f"epoch {row['epoch']}/{plan.epochs} loss={row['test_loss']:.4f}{acc}{eps}"

@@ -1,0 +1,192 @@
+"""Centralized DP-SGD vs federated DP, side by side, at the same privacy budget.
+
+The comparison calls the two pipelines' library functions (never their binaries) on the same
+train/test split, audits every trained model with a membership-inference attack, and writes
+one table, one plot and one TensorBoard logdir.
+
+Arms (each states its privacy unit; an epsilon is only comparable within a unit):
+
+* ``central_nondp``  centralized SGD, no DP. Unit: example (no guarantee, epsilon = inf).
+* ``central_dp``     centralized DP-SGD calibrated to each target epsilon. Unit: example.
+* ``fed_nondp``      FedAvg over ``fed_num_clients`` IID clients, no DP. Unit: user.
+* ``fed_dp``         DP-FedAvg (fixed or adaptive clipping) over the same clients, calibrated to
+                     each target epsilon. Unit: user (a user's whole local dataset).
+* ``fed_dp_example`` DP-FedAvg with exactly one training example per client (num_clients = N,
+                     IID). A user is then one example, so its user-level epsilon is an
+                     example-level epsilon: the apples-to-apples counterpart of ``central_dp``.
+
+Layout under ``<root_output_dir>/<experiment_name>/``::
+
+    comparison.json              the settings (a rerun with other settings is refused)
+    arms/<arm_id>/...            each pipeline's own run folder (model/, privacy.json, ...)
+    arms/<arm_id>/arm_result.json  written atomically LAST: the arm's completion marker
+    results.csv results.md privacy_utility.png
+    tensorboard/                 hparams experiment at the root, one run per arm below it
+
+Resumability: an arm whose ``arm_result.json`` exists is skipped; the tables, plot and
+TensorBoard runs are rebuilt from all completed arms at the end of every invocation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from data.datasets import Dataset, load_dataset
+from training.comparison.arms import ArmRunner, Auditor, pipeline_config, run_pipeline_arm
+from training.comparison.grid import ComparisonConfig, arm_grid, check_dataset
+from training.comparison.hparams import write_tensorboard_arm, write_tensorboard_experiment
+from training.comparison.records import arm_result_path, load_arm_result, make_arm_record
+from training.comparison.tables import results_markdown, write_plot
+from training.progress import Progress
+from training.run_folder import (
+    RunFolder,
+    atomic_write_json,
+    atomic_write_text,
+    check_output_dir,
+    jsonable,
+    write_csv,
+)
+
+
+@dataclasses.dataclass
+class ComparisonResult:
+    output_dir: str
+    rows: list[dict[str, Any]]
+    ran: list[str]
+    skipped: list[str]
+    wall_time_s: float
+
+
+def load_datasets(config: ComparisonConfig, dataset: Dataset | None) -> dict[int, Dataset]:
+    """One dataset per seed: load_dataset(seed=s) is the split the pipelines use for seed s."""
+    if dataset is not None:
+        return {s: dataset for s in config.seeds}
+    return {s: load_dataset(config.dataset, config.data_dir, seed=s) for s in config.seeds}
+
+
+def membership_auditor(config: ComparisonConfig) -> Auditor:
+    """The secondary audit: LiRA reference models trained once per seed, loss and LiRA AUCs per arm.
+
+    (The primary one, the canary lower bound, is each training run's own: `ArmOutcome.audit`.)
+    """
+    from training.membership_audit import MembershipAuditor
+
+    audit = MembershipAuditor(config.model, config.audit_reference_models, config.audit_max_per_side)
+    return lambda model_dir, dataset, seed, _config: audit(model_dir, dataset, seed)
+
+
+def validate(config: ComparisonConfig, datasets: Mapping[int, Dataset], check_pipelines: bool = True) -> None:
+    """Every check that can fail, done before the first arm starts or any file is written."""
+    check_output_dir(config.output_dir)
+    for ds in datasets.values():
+        check_dataset(config, ds)
+    out_dir = config.output_dir
+    comparison_json = os.path.join(out_dir, "comparison.json")
+    if os.path.exists(comparison_json):
+        try:
+            with open(comparison_json) as f:
+                previous = json.load(f).get("settings")
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"cannot read {comparison_json}: {e}") from e
+        if previous != jsonable(config.settings()):
+            raise ValueError(
+                f"{out_dir} holds a comparison made with different settings; use a new "
+                "--experiment_name (or delete that folder) instead of mixing results"
+            )
+    for spec in arm_grid(config):
+        load_arm_result(out_dir, spec, config.settings())  # raises on a mismatch
+        if check_pipelines:
+            cfg = pipeline_config(spec, config, datasets[spec.seed].num_train, os.path.join(out_dir, "arms"))
+            if spec.arm == "central_dp_tuned":  # its batch sizes fit, its target is reachable
+                from training.tuning import check_settings
+
+                check_settings(cfg, datasets[spec.seed].num_train)
+
+
+def collect_rows(config: ComparisonConfig) -> list[dict[str, Any]]:
+    rows = []
+    for spec in arm_grid(config):
+        record = load_arm_result(config.output_dir, spec, config.settings())
+        if record is not None:
+            rows.append(record["row"])
+    return rows
+
+
+def write_reports(config: ComparisonConfig, rows: Sequence[Mapping[str, Any]]) -> None:
+    out = config.output_dir
+    if not rows:
+        return
+    write_csv(os.path.join(out, "results.csv"), rows)
+    atomic_write_text(os.path.join(out, "results.md"), results_markdown(rows, config))
+    write_plot(rows, os.path.join(out, "privacy_utility.png"))
+
+
+def _bound_text(row: Mapping[str, Any]) -> str:
+    bound = row.get("epsilon_lower_bound")
+    if bound is None:
+        return "not audited"
+    return f"epsilon lower bound {bound:.2f}" + (" EXCEEDS THE CLAIM" if row["audit_exceeds_claim"] else "")
+
+
+def run_comparison(
+    config: ComparisonConfig,
+    dataset: Dataset | None = None,
+    run_arm: ArmRunner | None = None,
+    auditor: Auditor | None = None,
+    log: Callable[[str], None] = print,
+) -> ComparisonResult:
+    """Runs the missing arms of the grid, then rebuilds the table, plot and TensorBoard logdir."""
+    start = time.time()
+    real_pipelines = run_arm is None
+    run_arm = run_arm or run_pipeline_arm
+    datasets = load_datasets(config, dataset)
+    auditor = auditor or membership_auditor(config)
+    validate(config, datasets, check_pipelines=real_pipelines)
+
+    out = RunFolder(config.root_output_dir, config.experiment_name).create().path
+    arms_root = os.path.join(out, "arms")
+    os.makedirs(arms_root, exist_ok=True)
+    atomic_write_json(
+        os.path.join(out, "comparison.json"),
+        {"settings": config.settings(), "arms": config.arms, "target_epsilons": config.target_epsilons},
+    )
+    tb_root = os.path.join(out, "tensorboard")
+    ran: list[str] = []
+    grid = arm_grid(config)
+    todo = [spec for spec in grid if load_arm_result(out, spec, config.settings()) is None]
+    skipped = [spec.arm_id for spec in grid if spec not in todo]
+    if skipped:
+        log(f"[compare] {len(skipped)} of {len(grid)} arms already complete: skipped")
+    progress = Progress("compare", len(todo), max_lines=max(1, len(todo)), printer=log)
+    for i, spec in enumerate(todo, 1):
+        outcome = run_arm(spec, config, datasets[spec.seed], arms_root)
+        t0 = time.time()
+        audit = auditor(outcome.model_dir, datasets[spec.seed], spec.seed, config)
+        record = make_arm_record(spec, config, outcome, audit, time.time() - t0)
+        result_path = arm_result_path(out, spec)
+        os.makedirs(os.path.dirname(result_path), exist_ok=True)
+        atomic_write_json(result_path, record)  # the completion marker, written last
+        write_tensorboard_arm(tb_root, record, config)
+        ran.append(spec.arm_id)
+        r = record["row"]
+        progress.step(
+            i,
+            f"{i}/{len(todo)} {spec.arm_id} ({spec.unit}): accuracy {r['test_accuracy']:.4f}, "
+            f"epsilon {r['epsilon']:.3g}, {_bound_text(r)}, {r['wall_time_s']:.1f}s",
+        )
+        write_reports(config, collect_rows(config))  # partial tables after every arm
+
+    rows = collect_rows(config)
+    write_reports(config, rows)
+    write_tensorboard_experiment(tb_root, config)
+    for spec in grid:  # runs lost between the result and its TensorBoard write are rebuilt
+        if not os.path.isdir(os.path.join(tb_root, spec.arm_id)):
+            record = load_arm_result(out, spec, config.settings())
+            if record is not None:
+                write_tensorboard_arm(tb_root, record, config)
+    return ComparisonResult(out, rows, ran, skipped, time.time() - start)

@@ -1,0 +1,227 @@
+"""Answering queries to a saved model under the prediction budget: load queries, score, spend, release.
+
+The mechanisms are `privacy.prediction_release`, the budget is `privacy.prediction_ledger`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+from privacy.prediction_ledger import LedgerState, PredictionLedger, ledger_path
+from privacy.prediction_release import PredictionConfig, release, released_labels
+from training.run_folder import csv_text
+
+
+def load_queries(
+    num_queries: int,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    input_file: str | None = None,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The first `num_queries` inputs of a dataset's test split or of a .npy/.csv file.
+
+    A CSV may carry a `label` column; its values are then the true labels (used only to
+    print accuracy, never released).
+    """
+    if (dataset is None) == (input_file is None):
+        raise ValueError("give exactly one of --dataset or --input_file")
+    if num_queries <= 0:
+        raise ValueError(f"num_queries must be > 0, got {num_queries}")
+    labels = None
+    if dataset is not None:
+        from data.datasets import load_dataset
+
+        data = load_dataset(dataset, data_dir, seed=seed)
+        if data.task != "classification":
+            raise ValueError(
+                f"dataset {dataset!r} is a regression task; prediction release needs a classifier"
+            )
+        x, labels = data.x_test, data.y_test
+    elif not os.path.isfile(input_file):
+        raise ValueError(f"input file not found: {input_file}")
+    elif input_file.endswith(".npy"):
+        try:
+            x = np.load(input_file, allow_pickle=False)
+        except ValueError as e:
+            raise ValueError(f"cannot read {input_file} as a numpy array: {e}") from e
+    elif input_file.endswith(".csv"):
+        import pandas as pd
+
+        try:
+            df = pd.read_csv(input_file)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+            raise ValueError(f"cannot parse {input_file}: {e}") from e
+        if "label" in df.columns:
+            labels = df.pop("label").to_numpy().astype(np.int64)
+        bad = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
+        if bad or df.isna().any().any():
+            raise ValueError(f"{input_file}: features must be numeric with no missing values (bad: {bad})")
+        x = df.to_numpy(np.float32)
+    else:
+        raise ValueError(f"--input_file must end in .npy or .csv, got {input_file}")
+    if len(x) < num_queries:
+        raise ValueError(f"asked for {num_queries} queries but only {len(x)} inputs are available")
+    x = np.asarray(x[:num_queries], dtype=np.float32)
+    return x, (None if labels is None else np.asarray(labels[:num_queries]))
+
+
+def check_model_dir(model_dir: str) -> None:
+    """A clear error for a missing or non-SavedModel folder, before any budget is looked at."""
+    if not os.path.isdir(model_dir):
+        raise ValueError(f"model folder not found: {model_dir}")
+    if not os.path.exists(os.path.join(model_dir, "saved_model.pb")):
+        raise ValueError(f"{model_dir} is not a Keras SavedModel folder (no saved_model.pb)")
+
+
+def model_probabilities(model_dir: str, x: np.ndarray) -> np.ndarray:
+    """Class probabilities of a saved classifier: softmax of its outputs, unless they already are.
+
+    We call the SavedModel's `serving_default` signature rather than reviving Keras layers
+    with `tf.keras.models.load_model`: it needs no custom objects (e.g. TF-Privacy's
+    DPSequential), and Keras 2.14's revival of a Flatten layer fails when TensorFlow is
+    first imported inside `absl.app.run` ("Attempt to convert a value (None)").
+    Outputs that are already probability vectors (non-negative, rows summing to 1) are kept;
+    anything else is treated as logits.
+    """
+    check_model_dir(model_dir)
+    import tensorflow as tf
+
+    try:
+        serve = tf.saved_model.load(model_dir).signatures["serving_default"]
+    except Exception as e:  # noqa: BLE001 - TF raises many types; the user needs one clear line
+        raise ValueError(f"cannot load a SavedModel from {model_dir}: {type(e).__name__}: {e}") from e
+    (spec,) = serve.structured_input_signature[1].values()
+    expected = tuple(spec.shape[1:])
+    if x.shape[1:] != expected:
+        if None in expected or int(np.prod(x.shape[1:])) != int(np.prod(expected)):
+            raise ValueError(f"inputs have shape {x.shape[1:]} but the model expects {expected}")
+        x = x.reshape((len(x), *expected))
+    (name,) = serve.structured_outputs
+    out = np.concatenate(
+        [serve(tf.constant(x[i : i + 1024], dtype=spec.dtype))[name].numpy() for i in range(0, len(x), 1024)]
+    ).astype(np.float64)
+    if out.ndim != 2 or out.shape[1] < 2:
+        raise ValueError(f"the model outputs shape {out.shape[1:]}; prediction release needs a classifier")
+    if np.all(out >= 0) and np.allclose(out.sum(axis=1), 1.0, atol=1e-4):
+        return out / out.sum(axis=1, keepdims=True)
+    out = out - out.max(axis=1, keepdims=True)
+    e = np.exp(out)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictResult:
+    released: np.ndarray
+    labels: np.ndarray | None
+    ledger: LedgerState | None
+    config: PredictionConfig
+
+    @property
+    def accuracy(self) -> float | None:
+        if self.labels is None:
+            return None
+        return float(np.mean(released_labels(self.released) == self.labels))
+
+    def rows(self) -> list[dict]:
+        """What is released, one row per query (true labels are NOT in it)."""
+        if self.released.ndim == 1:
+            return [{"query": i, "label": int(v)} for i, v in enumerate(self.released)]
+        return [
+            {"query": i, **{f"score_{c}": float(v) for c, v in enumerate(row)}}
+            for i, row in enumerate(self.released)
+        ]
+
+
+class Delivery:
+    """Where released answers go: a CSV file (written atomically) or, without one, standard output.
+
+    `stage` writes the answers to a temporary file beside the destination before anything is spent,
+    which proves the folder writable; `commit` renames it into place (or prints them) after the spend;
+    `discard` removes what was staged. So answers are never charged without being delivered, and never
+    delivered without being charged.
+    """
+
+    def __init__(self, output_file: str | None) -> None:
+        self.output_file = output_file
+        self._text: str | None = None
+        self._tmp: str | None = None
+        if output_file is not None:
+            folder = os.path.dirname(os.path.abspath(output_file))
+            if not os.path.isdir(folder):
+                raise ValueError(f"cannot write --output_file={output_file}: folder {folder} does not exist")
+            if os.path.isdir(output_file):
+                raise ValueError(f"--output_file={output_file} is a folder; give a file name")
+
+    def stage(self, rows: list[dict]) -> None:
+        self._text = csv_text(rows)
+        if self.output_file is None:
+            return
+        folder = os.path.dirname(os.path.abspath(self.output_file))
+        try:
+            fd, self._tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-answers-", suffix=".csv")
+            with os.fdopen(fd, "w") as f:
+                f.write(self._text)
+        except OSError as e:
+            self.discard()
+            raise ValueError(f"cannot write --output_file={self.output_file}: {e.strerror or e}") from e
+
+    def commit(self) -> None:
+        if self.output_file is None:
+            sys.stdout.write(self._text or "")
+            sys.stdout.flush()
+        else:
+            os.replace(self._tmp, self.output_file)
+            self._tmp = None
+
+    def discard(self) -> None:
+        if self._tmp and os.path.exists(self._tmp):
+            os.unlink(self._tmp)
+        self._tmp = None
+
+
+def answer_queries(
+    model_dir: str,
+    x: np.ndarray,
+    labels: np.ndarray | None,
+    config: PredictionConfig,
+    epsilon_budget: float | None,
+    delta_budget: float | None = None,
+    rng: np.random.Generator | None = None,
+    delivery: Delivery | None = None,
+) -> PredictResult:
+    """Checks the budget, scores, stages the noisy answers, spends, then delivers them.
+
+    `rng=None` draws the noise from OS entropy: DP noise must be unpredictable, a known seed
+    would let anyone subtract it. Pass a seeded generator in tests only. Without `delivery` the
+    answers are only returned (the caller releases them; they are charged either way).
+    """
+    check_model_dir(model_dir)
+    ledger = PredictionLedger(ledger_path(model_dir))
+    ledger.check(len(x), config, epsilon_budget, delta_budget)  # fail fast, before loading TF
+    probs = model_probabilities(model_dir, x)  # not released
+    rng = np.random.default_rng() if rng is None else rng
+    answers = release(probs, config, rng)
+    note = f"model {os.path.abspath(model_dir)}"
+    if delivery is None:
+        state = ledger.spend(len(x), config, epsilon_budget, delta_budget, note=note)
+        return PredictResult(answers, labels, state, config)
+    result = PredictResult(answers, labels, None, config)
+    delivery.stage(result.rows())
+    try:
+        state = ledger.spend(len(x), config, epsilon_budget, delta_budget, note=note)
+    except BaseException:
+        delivery.discard()
+        raise
+    try:
+        delivery.commit()
+    except OSError:
+        delivery.discard()
+        ledger.refund(len(x), config, note=f"{note}: delivery failed, the answers were discarded")
+        raise
+    return dataclasses.replace(result, ledger=state)

@@ -1,0 +1,65 @@
+"""Progress of a long run on stdout: a bounded number of lines, each with the elapsed time and an ETA.
+
+Epochs and rounds are reported at most `max_lines` times (evenly spaced, plus the last), so a
+100-epoch run prints about 20 lines, not 100; notes (stopped for the budget, resumed) always print.
+A silent reporter (used inside the comparison, which prints one line per arm) prints nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+DEFAULT_MAX_LINES = 20
+
+
+def duration(seconds: float) -> str:
+    """3.2s, 1m05s, 2h03m."""
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, sec = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes}m{sec:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+class Progress:
+    """`step(done, text)` after each of `total` epochs/rounds; `note(text)` for events."""
+
+    def __init__(
+        self,
+        label: str,
+        total: int,
+        *,
+        first: int = 1,
+        enabled: bool = True,
+        max_lines: int = DEFAULT_MAX_LINES,
+        printer: Callable[[str], None] | None = None,
+    ) -> None:
+        self.label, self.total, self.first, self.enabled = label, total, first, enabled
+        self.every = max(1, math.ceil((total - first + 1) / max_lines))
+        self.printer = printer or (lambda line: print(line, flush=True))
+        self._start = time.monotonic()
+
+    def _print(self, text: str) -> None:
+        if self.enabled:
+            self.printer(f"[{self.label}] {text}")
+
+    def eta(self, done: int) -> float:
+        steps = done - self.first + 1
+        if steps <= 0:
+            return math.inf
+        return (time.monotonic() - self._start) / steps * (self.total - done)
+
+    def step(self, done: int, text: str) -> None:
+        if done == self.total or (done - self.first) % self.every == 0:
+            elapsed = duration(time.monotonic() - self._start)
+            self._print(f"{text} [{elapsed}, eta {duration(self.eta(done))}]")
+
+    def note(self, text: str) -> None:
+        self._print(text)

@@ -1,0 +1,268 @@
+"""The one writer of run outputs: <root_output_dir>/<experiment_name>/, every file atomic.
+
+A run folder holds flags.txt (usable as --flagfile), privacy.json, metrics.csv, tensorboard/ and
+model/ (a SavedModel). Files go to a temporary name in the same folder and are renamed into place
+(the SavedModel too: a new folder is swapped in), so a failed or interrupted run never leaves a
+half-written file. `check_output_dir` validates a destination without creating anything, so runs
+can check every input before they write a byte.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+# ---------------------------------------------------------------- atomic files
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON values: dataclasses and numpy scalars converted, inf as "inf", NaN as null."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return jsonable(dataclasses.asdict(value))
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return value
+
+
+def json_text(obj: Any) -> str:
+    return json.dumps(jsonable(obj), indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
+def atomic_write_json(path: str, obj: Any) -> None:
+    atomic_write_text(path, json_text(obj))
+
+
+def csv_text(rows: Sequence[Mapping[str, Any]]) -> str:
+    """CSV of `rows`; columns are the union of keys, in the order first seen."""
+    fields: list[str] = []
+    for row in rows:
+        fields.extend(k for k in row if k not in fields)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: jsonable(v) for k, v in row.items()})
+    return buf.getvalue()
+
+
+def write_csv(path: str, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Writes all rows at once (atomically)."""
+    atomic_write_text(path, csv_text(rows))
+
+
+def flagfile_text(flag_values: Mapping[str, Any]) -> str:
+    """A file usable as --flagfile to rerun the same command."""
+    lines = []
+    for name, value in sorted(flag_values.items()):
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            lines.append(f"--{name}" if value else f"--no{name}")
+        elif isinstance(value, list | tuple):
+            lines.append(f"--{name}={','.join(str(v) for v in value)}")
+        else:
+            lines.append(f"--{name}={value}")
+    return "\n".join(lines) + "\n"
+
+
+def save_model_atomically(model, path: str) -> None:
+    """SavedModel written beside `path`, then swapped in: a crash never leaves half a model."""
+    parent = os.path.dirname(os.path.abspath(path))
+    tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-model-")
+    try:
+        model.save(tmp, save_format="tf")
+        if os.path.exists(path):
+            old = tempfile.mkdtemp(dir=parent, prefix=".old-model-")
+            os.replace(path, os.path.join(old, "model"))
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- run folders
+
+
+def check_experiment_name(experiment_name: str) -> None:
+    if not experiment_name or os.sep in experiment_name or experiment_name in (".", ".."):
+        raise ValueError(f"experiment_name must be a plain folder name, got {experiment_name!r}")
+
+
+def check_output_dir(path: str) -> None:
+    """ValueError when `path` could not be created or written; leaves nothing behind.
+
+    The deepest existing folder on the way is tried for real (a temporary folder made and removed):
+    permission bits do not tell, e.g. root may "write" /proc but cannot create anything there.
+    """
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe):
+        raise ValueError(f"cannot create output folder {path}: {probe} exists and is not a folder")
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=probe, prefix=".ppml-write-check-"))
+    except OSError as e:
+        raise ValueError(
+            f"cannot create output folder {path}: {probe} is not writable ({e.strerror})"
+        ) from None
+
+
+class RunFolder:
+    """<root_output_dir>/<experiment_name>/ and the files every run writes there."""
+
+    FLAGS, PRIVACY, METRICS, TENSORBOARD, MODEL, RUN_CONFIG = (
+        "flags.txt",
+        "privacy.json",
+        "metrics.csv",
+        "tensorboard",
+        "model",
+        "run_config.json",
+    )
+
+    def __init__(self, root_output_dir: str, experiment_name: str) -> None:
+        check_experiment_name(experiment_name)
+        self.path = os.path.join(root_output_dir, experiment_name)
+
+    def file(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    def check(self) -> None:
+        """Validates that the folder can be created and written, without creating it."""
+        check_output_dir(self.path)
+
+    def create(self) -> RunFolder:
+        self.check()
+        try:
+            os.makedirs(self.path, exist_ok=True)
+        except OSError as e:
+            raise ValueError(f"cannot create output folder {self.path}: {e.strerror}") from e
+        return self
+
+    def write_text(self, name: str, text: str) -> None:
+        """Writes `name` atomically, and not at all when it already holds exactly `text`."""
+        path = self.file(name)
+        if os.path.isfile(path):
+            with open(path) as f:
+                if f.read() == text:
+                    return
+        atomic_write_text(path, text)
+
+    def write_flags(self, flag_values: Mapping[str, Any]) -> None:
+        self.write_text(self.FLAGS, flagfile_text(flag_values))
+
+    def write_json(self, name: str, obj: Any) -> None:
+        self.write_text(name, json_text(obj))
+
+    def write_privacy(self, report: Mapping[str, Any]) -> None:
+        self.write_json(self.PRIVACY, report)
+
+    def write_metrics(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        self.write_text(self.METRICS, csv_text(rows))
+
+    def check_same_run(self, fingerprint: Mapping[str, Any], name: str = RUN_CONFIG) -> None:
+        """ValueError when the folder holds a run made with other settings (`name`: its fingerprint).
+
+        Checked before anything is written: a mistyped rerun never touches the earlier run's files.
+        """
+        path = self.file(name)
+        if not os.path.exists(path):
+            return
+        try:
+            with open(path) as f:
+                saved = json.load(f)
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"cannot read {path}: {e}; delete {self.path} to start over") from None
+        current = jsonable(fingerprint)
+        diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+        if diff:
+            details = "; ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in diff)
+            raise ValueError(
+                f"{self.path} holds a different run ({details}). Use another --experiment_name, or "
+                "delete that folder to start over."
+            )
+
+    def read_metrics(self, upto: float = math.inf, step_key: str = "epoch") -> list[dict[str, Any]]:
+        """Rows of an earlier metrics.csv whose `step_key` is at most `upto` (later rows are redone)."""
+        path = self.file(self.METRICS)
+        if upto <= 0 or not os.path.exists(path):
+            return []
+        rows = []
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                parsed: dict[str, Any] = {}
+                for k, v in row.items():
+                    if v in ("", None):
+                        continue
+                    for kind in (int, float, str):  # keep ints (round, clients) ints
+                        try:
+                            parsed[k] = kind(v)
+                            break
+                        except ValueError:
+                            continue
+                if parsed.get(step_key, math.inf) <= upto:
+                    rows.append(parsed)
+        return rows
+
+    def read_json(self, name: str) -> Any:
+        with open(self.file(name)) as f:
+            return json.load(f)
+
+    def save_model(self, model) -> None:
+        save_model_atomically(model, self.file(self.MODEL))
+
+    def tensorboard_writer(self):
+        import tensorflow as tf
+
+        return tf.summary.create_file_writer(self.file(self.TENSORBOARD))
+
+
+def write_scalars(writer, step: int, row: Mapping[str, Any], skip: Sequence[str] = ()) -> None:
+    """The finite numbers of `row` as TensorBoard scalars at `step` (the one scalar loop)."""
+    import tensorflow as tf
+
+    with writer.as_default(step=step):
+        for key, value in row.items():
+            if key in skip or isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            if math.isfinite(value):
+                tf.summary.scalar(key.replace("aggregator/dp_query_metrics/", "aggregator/"), value)
