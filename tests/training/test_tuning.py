@@ -1,0 +1,123 @@
+"""The private search end to end (library): what it releases, and the epsilon it states for it."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+
+import dp_accounting
+import pytest
+from dp_accounting.dp_event import RepeatAndSelectDpEvent
+
+from privacy import private_selection as ps
+from privacy.accounting import dp_sgd_epsilon
+from privacy.config import DpSgdConfig
+from privacy.private_selection import RunsDistribution
+from training import tuning
+
+SPACE = tuning.SearchSpace(
+    learning_rate=(0.1, 0.3), l2_norm_clip=(0.5, 1.0), batch_size=(256, 512), epochs=(3, 6)
+)
+
+
+def _files(root) -> dict[str, bytes]:
+    out = {}
+    for folder, _, names in os.walk(root):
+        for name in names:
+            with open(os.path.join(folder, name), "rb") as f:
+                out[os.path.relpath(os.path.join(folder, name), root)] = f.read()
+    return out
+
+
+@pytest.fixture(scope="module")
+def search(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tune")
+    config = tuning.TuningConfig(
+        target_epsilon=3.0,
+        runs=RunsDistribution("geometric", 3.0),
+        space=SPACE,
+        seed=4,
+        root_output_dir=str(root),
+    )
+    return config, tuning.run(config, verbose=False)
+
+
+def test_reported_epsilon_is_repeat_and_select_from_the_recorded_parameters(search):
+    config, result = search
+    privacy = json.loads(open(os.path.join(result.output_dir, "privacy.json")).read())
+    t, per_run = privacy["tuning"], privacy["tuning"]["per_run"]
+    q = per_run["batch_size"] / per_run["num_examples"]
+    gaussian = dp_accounting.GaussianDpEvent(per_run["noise_multiplier"])
+    training = dp_accounting.SelfComposedDpEvent(
+        dp_accounting.PoissonSampledDpEvent(q, gaussian), per_run["steps"]
+    )
+    event = dp_accounting.ComposedDpEvent(
+        [training, dp_accounting.GaussianDpEvent(per_run["score"]["noise_stddev"])]
+    )
+    accountant = dp_accounting.rdp.RdpAccountant([1 + x / 10 for x in range(1, 100)] + list(range(11, 64)))
+    accountant.compose(RepeatAndSelectDpEvent(event, t["mean_runs"], t["shape"]))
+    assert privacy["accountant"] == "rdp" and t["distribution"] == "geometric" and t["shape"] == 1.0
+    assert privacy["epsilon"] <= config.target_epsilon
+    assert privacy["epsilon"] == pytest.approx(accountant.get_epsilon(privacy["delta"]), rel=0.02)
+    one_run = DpSgdConfig(
+        per_run["num_examples"], per_run["batch_size"], per_run["epochs"], per_run["noise_multiplier"]
+    )
+    assert privacy["epsilon"] > dp_sgd_epsilon(one_run)  # the search costs more than the run it picked
+
+
+def test_every_run_tried_is_dominated_and_only_the_best_is_released(search):
+    config, result = search
+    per_run = result.privacy["tuning"]["per_run"]
+    ref = DpSgdConfig(
+        per_run["num_examples"], per_run["batch_size"], per_run["epochs"], per_run["noise_multiplier"]
+    )
+    ref_rdp = ps.rdp_curve(ps.per_run_event(ref, config.score_noise))
+    with open(os.path.join(result.output_dir, tuning.TRIALS_FILE), newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == result.privacy["tuning"]["runs_made"] >= 1
+    for row in rows:
+        dp = DpSgdConfig(
+            ref.num_examples, int(row["batch_size"]), int(row["epochs"]), float(row["noise_multiplier"])
+        )
+        assert ps.dominates(ps.rdp_curve(ps.per_run_event(dp, config.score_noise)), ref_rdp), row
+        assert float(row["learning_rate"]) in SPACE.learning_rate and int(row["epochs"]) in SPACE.epochs
+    best = max(rows, key=lambda r: float(r["noisy_validation_accuracy"]))
+    selected = json.loads(open(os.path.join(result.output_dir, tuning.RESULT_FILE)).read())["selected"]
+    assert selected["trial"] == int(best["trial"]) and 0 <= selected["test_accuracy"] <= 1
+    assert os.path.isdir(os.path.join(result.output_dir, "model"))
+    assert not any(name.startswith("trial_") for name in os.listdir(result.output_dir))  # no other model
+
+
+def test_rerunning_a_finished_search_changes_nothing(search):
+    config, result = search
+    before = _files(result.output_dir)
+    again = tuning.run(config, verbose=False)
+    assert _files(result.output_dir) == before and again.selected == result.selected
+
+
+def test_bad_settings_fail_before_anything_is_written(tmp_path):
+    runs = RunsDistribution("geometric", 3.0)
+    cases = [
+        (dict(space=dict(learning_rate=())), "search space is empty"),
+        (dict(target_epsilon=0.01), "unreachable"),
+        (dict(score_noise=0.0), "public"),
+        (dict(space=dict(batch_size=(5000,))), "exceeds"),
+        (dict(delta=0.01), "1/N"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            settings = dict(target_epsilon=3.0, runs=runs, root_output_dir=str(tmp_path / "runs")) | kwargs
+            if "space" in kwargs:
+                settings["space"] = tuning.SearchSpace(**kwargs["space"])
+            tuning.prepare(tuning.TuningConfig(**settings))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_public_validation_split_is_not_accounted():
+    runs = RunsDistribution("poisson", 4.0)
+    ref = DpSgdConfig(1000, 500, 10, 5.0)
+    private = ps.search_epsilon(ps.per_run_event(ref, 5.0), runs, 1e-5)
+    public = ps.search_epsilon(ps.per_run_event(ref, 0.0), runs, 1e-5)
+    assert public < private and not math.isclose(public, private)

@@ -1,0 +1,419 @@
+"""Private hyperparameter search for DP-SGD: an epsilon that covers the search (library; no FLAGS).
+
+TuningConfig (frozen) -> prepare() (loads data, calibrates, draws K and the K configurations, checks
+every trial; writes nothing) -> launch() (trains the K runs, releases the best) -> RunFolder outputs.
+
+The mechanism (`privacy/private_selection.py`, Papernot & Steinke 2022): K ~ the chosen distribution,
+drawn before the data is touched; each run trains a configuration sampled uniformly from the search
+space with DP-SGD on the training part, then releases a noisy count of its correct predictions on a
+validation split carved from the same private data (Gaussian noise `score_noise`, sensitivity 1);
+only the best run's model and score are released. Every run's noise multiplier is the smallest whose
+per-run RDP curve is dominated by the reference event's (largest batch size, most epochs), whose noise
+is calibrated so that RepeatAndSelect(reference) meets `target_epsilon` for the whole search.
+
+Not covered by the guarantee (kept for the data holder, README): the table of all runs (their noisy
+scores and configurations), K itself, and the test accuracy (the test split took no part in the
+search, as elsewhere in this project it is reported without noise).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from data.datasets import Dataset
+from privacy import private_selection
+from privacy.accounting import Guarantee
+from privacy.config import DP_SGD_ENGINES, DpSgdConfig, check_delta
+from privacy.private_selection import RunsDistribution
+from privacy.report import privacy_report, randomness_report
+from training.progress import Progress
+from training.run_folder import RunFolder, csv_text, write_scalars
+
+TRIALS_FILE, RESULT_FILE = "trials.csv", "result.json"
+DEFAULT_SCORE_NOISE, DEFAULT_VALIDATION_FRACTION = 10.0, 0.15
+DEFAULT_RUNS = ("truncated_negative_binomial", 3.0, 0.1)  # RunsDistribution(name, mean, eta)
+SEARCH_SEED_SALT = 0x7E5  # K, the configurations and the score noise: apart from init and DP noise
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSpace:
+    """Values each run samples from, uniformly and independently (before any data is seen)."""
+
+    learning_rate: tuple[float, ...] = (0.05, 0.1)
+    l2_norm_clip: tuple[float, ...] = (1.0,)
+    batch_size: tuple[int, ...] = (1024,)
+    epochs: tuple[int, ...] = (200,)
+    width: tuple[int, ...] = ()  # MLP hidden units (mlp only); empty: the model's default
+
+    def __post_init__(self) -> None:
+        for name, values in dataclasses.asdict(self).items():
+            if not values and name != "width":
+                raise ValueError(f"the search space is empty: give at least one value for {name}")
+            if any(not (v > 0) for v in values):
+                raise ValueError(f"every {name} in the search space must be > 0, got {list(values)}")
+
+    def sample(self, rng: np.random.Generator) -> dict[str, Any]:
+        space = {name: values for name, values in dataclasses.asdict(self).items() if values}
+        return {name: values[int(rng.integers(len(values)))] for name, values in space.items()}
+
+    @property
+    def size(self) -> int:
+        return math.prod(len(v) for v in dataclasses.asdict(self).values() if v)
+
+
+@dataclasses.dataclass(frozen=True)
+class TuningConfig:
+    target_epsilon: float
+    runs: RunsDistribution
+    space: SearchSpace = SearchSpace()
+    dataset: str = "digits"
+    data_dir: str | None = None
+    download: bool = False
+    label_column: str = "label"
+    model: str = "mlp"
+    delta: float = 1e-5
+    score_noise: float = DEFAULT_SCORE_NOISE  # noise stddev on the count of correct validation predictions
+    public_validation: bool = False  # the validation split is declared public: its score is exact
+    validation_fraction: float = DEFAULT_VALIDATION_FRACTION
+    engine: str = "auto"
+    seed: int = 0
+    secure_noise: bool = False
+    root_output_dir: str = "runs"
+    experiment_name: str = "tune"
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.target_epsilon > 0, f"target_epsilon must be > 0, got {self.target_epsilon}"),
+            (0 < self.delta < 1, f"delta must be in (0, 1), got {self.delta}"),
+            (0 < self.validation_fraction < 1, "validation_fraction must be in (0, 1)"),
+            (self.engine in DP_SGD_ENGINES, f"engine must be one of {DP_SGD_ENGINES}"),
+            (self.score_noise >= 0, f"score_noise must be >= 0, got {self.score_noise}"),
+            (
+                self.public_validation or self.score_noise > 0,
+                "score_noise 0 releases the exact validation score of private data; give a score noise "
+                "> 0, or declare the validation split public (--public_validation)",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    @property
+    def released_score_noise(self) -> float:
+        return 0.0 if self.public_validation else self.score_noise
+
+
+@dataclasses.dataclass
+class Trial:
+    index: int
+    hparams: dict[str, Any]
+    dp: DpSgdConfig
+    plan: Any  # training.centralized.Plan
+    noisy_score: float | None = None  # noisy validation accuracy (the released selection score)
+
+
+@dataclasses.dataclass
+class SearchPlan:
+    config: TuningConfig
+    dataset: Dataset  # the test split is the full dataset's; the search never sees it
+    validation: tuple[np.ndarray, np.ndarray]
+    reference: DpSgdConfig
+    runs_made: int
+    trials: list[Trial]
+    folder: RunFolder
+    fingerprint: dict[str, Any]
+
+
+@dataclasses.dataclass
+class TuningResult:
+    output_dir: str
+    privacy: dict[str, Any]
+    selected: dict[str, Any] | None  # the released run: its configuration, noisy score, test accuracy
+    trials: list[dict[str, Any]]
+    wall_time_s: float
+
+
+def split_validation(dataset: Dataset, fraction: float, seed: int) -> tuple[Dataset, tuple]:
+    """(training part as a Dataset whose test arrays are the validation split, validation arrays)."""
+    n = dataset.num_train
+    n_val = int(round(fraction * n))
+    if n_val < 1 or n - n_val < 2:
+        raise ValueError(f"validation_fraction {fraction} leaves no validation or no training data (N={n})")
+    order = np.random.default_rng([seed, SEARCH_SEED_SALT]).permutation(n)
+    val, train = order[:n_val], order[n_val:]
+    x_val, y_val = dataset.x_train[val], dataset.y_train[val]
+    part = dataclasses.replace(
+        dataset, x_train=dataset.x_train[train], y_train=dataset.y_train[train], x_test=x_val, y_test=y_val,
+        client_ids=None,
+    )  # fmt: skip
+    return part, (x_val, y_val)
+
+
+def search_rng(config: TuningConfig, stream: int) -> np.random.Generator:
+    """Stream 1: K and the configurations; stream 2: the score noise. From the seed (recorded), or
+    from OS entropy under secure_noise."""
+    return np.random.default_rng(None if config.secure_noise else [config.seed, SEARCH_SEED_SALT, stream])
+
+
+def reference_config(config: TuningConfig, num_examples: int) -> DpSgdConfig:
+    """The reference run (largest batch, most epochs): its search epsilon is calibrated to the target."""
+    space = config.space
+    if max(space.batch_size) > num_examples:
+        raise ValueError(f"batch size {max(space.batch_size)} exceeds the {num_examples} training examples")
+    check_delta(config.delta, num_examples, "example")
+    base = DpSgdConfig(num_examples, max(space.batch_size), max(space.epochs), 1.0, 1.0, config.delta)
+    return private_selection.calibrate_reference(
+        base, config.released_score_noise, config.runs, config.target_epsilon
+    )
+
+
+def check_settings(config: TuningConfig, num_train: int) -> None:
+    """The checks of `prepare` that need only the number of training examples (ValueError)."""
+    n_val = int(round(config.validation_fraction * num_train))
+    reference_config(config, num_train - n_val)
+
+
+def prepare(config: TuningConfig, dataset: Dataset | None = None) -> SearchPlan:
+    """Everything before the first write: data, calibration, K, the K configurations, each trial's plan.
+
+    `dataset` (already loaded, e.g. by the comparison) is used as given."""
+    from training import centralized
+    from training.inputs import load_training_data
+
+    folder = RunFolder(config.root_output_dir, config.experiment_name)
+    folder.check()
+    if dataset is None:
+        dataset, _ = load_training_data(
+            config.dataset, config.data_dir, seed=config.seed, download=config.download,
+            label_column=config.label_column,
+        )  # fmt: skip
+    if dataset.task != "classification":
+        raise ValueError(
+            f"the search scores runs by validation accuracy: {dataset.name} is not a classification task"
+        )
+    part, validation = split_validation(dataset, config.validation_fraction, config.seed)
+    reference = reference_config(config, part.num_train)
+    reference_rdp = private_selection.rdp_curve(
+        private_selection.per_run_event(reference, config.released_score_noise)
+    )
+    rng = search_rng(config, 1)
+    runs_made = config.runs.draw(rng)
+    trials = []
+    for i in range(runs_made):
+        hparams = config.space.sample(rng)
+        candidate = DpSgdConfig(part.num_train, hparams["batch_size"], hparams["epochs"], 1.0,
+                                hparams["l2_norm_clip"], config.delta)  # fmt: skip
+        dp = private_selection.dominating_noise(candidate, config.released_score_noise, reference_rdp)
+        trial_config = centralized.CentralizedConfig(
+            dataset=config.dataset, model=config.model, dp=True, noise_multiplier=dp.noise_multiplier,
+            delta=config.delta, engine=config.engine, seed=config.seed * 1000 + i,
+            secure_noise=config.secure_noise, root_output_dir=folder.path, experiment_name=f"trial_{i:03d}",
+            **hparams,
+        )  # fmt: skip
+        plan = centralized.prepare(trial_config, part)
+        if plan.dp != dp:  # the run must train exactly the configuration accounted for
+            raise RuntimeError(f"trial {i}: planned {plan.dp}, accounted {dp}")
+        trials.append(Trial(i, hparams, dp, plan))
+    fingerprint = dataclasses.asdict(config) | {"reference_noise_multiplier": reference.noise_multiplier}
+    for name in ("root_output_dir", "data_dir", "download"):
+        fingerprint.pop(name)
+    folder.check_same_run(fingerprint)
+    return SearchPlan(config, dataset, validation, reference, runs_made, trials, folder, fingerprint)
+
+
+def guarantee(plan: SearchPlan) -> Guarantee:
+    """The guarantee of the whole search: RepeatAndSelect over the reference per-run event."""
+    config, ref = plan.config, plan.reference
+    per_run = private_selection.per_run_event(ref, config.released_score_noise)
+    return Guarantee(
+        event=private_selection.search_event(per_run, config.runs),
+        accountant="rdp",
+        delta=config.delta,
+        unit="example",
+        adjacency="add_or_remove_one",
+        sampling="poisson",
+        noise_multiplier=ref.noise_multiplier,
+        l2_norm_clip=None,  # each run has its own clip; the noise multiplier is relative to it
+        steps=ref.steps,
+        notes=(
+            f"Private hyperparameter search (Papernot & Steinke 2022): a random number of runs K "
+            f"({config.runs.name}, mean {config.runs.mean:g}), only the best run released; every run's "
+            "RDP is at most the reference run's (noise multiplier and steps above).",
+        ),
+    )
+
+
+def privacy_json(plan: SearchPlan) -> dict[str, Any]:
+    config, ref = plan.config, plan.reference
+    tuning = config.runs.report() | {
+        "runs_made": plan.runs_made,
+        "runs_made_note": "K is internal randomness of the mechanism: publishing it, or the table of all "
+        "runs (trials.csv), is not covered by the guarantee.",
+        "search_space": dataclasses.asdict(config.space),
+        "per_run": {
+            "num_examples": ref.num_examples,
+            "batch_size": ref.batch_size,
+            "epochs": ref.epochs,
+            "steps": ref.steps,
+            "noise_multiplier": ref.noise_multiplier,
+            "sampling": "poisson",
+            "score": {
+                "mechanism": "none (validation split declared public)" if config.public_validation else
+                "gaussian on the count of correct validation predictions (sensitivity 1)",
+                "noise_stddev": config.released_score_noise,
+                "validation_examples": len(plan.validation[1]),
+            },
+        },
+    }  # fmt: skip
+    details = {"tuning": tuning, "randomness": randomness_report(config.secure_noise)}
+    return privacy_report(guarantee(plan), what="search", **details)
+
+
+def run(
+    config: TuningConfig,
+    dataset: Dataset | None = None,
+    flags: dict[str, Any] | None = None,
+    verbose: bool = True,
+) -> TuningResult:
+    return launch(prepare(config, dataset), flags, verbose)
+
+
+def launch(plan: SearchPlan, flags: dict[str, Any] | None = None, verbose: bool = True) -> TuningResult:
+    """Creates the run folder, trains the K runs, releases the best: model, score, privacy.json."""
+    start = time.time()
+    progress = Progress("tune", max(1, plan.runs_made), enabled=verbose, max_lines=1000)
+    folder = plan.folder
+    if _complete(plan):
+        progress.note(f"{folder.path} already holds this search, complete: nothing to do")
+        return _read_result(plan)
+    folder.create()
+    if flags is not None:
+        folder.write_flags(flags)
+    folder.write_json(RunFolder.RUN_CONFIG, plan.fingerprint)
+    rng = search_rng(plan.config, 2)
+    models = {}
+    for trial in plan.trials:
+        models[trial.index] = _run_trial(plan, trial, rng)
+        progress.step(trial.index + 1, _trial_text(trial, plan.runs_made))
+    selected = _release(plan, models)
+    progress.note("released: " + ("nothing (K = 0)" if selected is None else _selected_text(selected)))
+    return TuningResult(folder.path, folder.read_json(RunFolder.PRIVACY), selected, _trial_rows(plan),
+                        time.time() - start)  # fmt: skip
+
+
+def _run_trial(plan: SearchPlan, trial: Trial, rng: np.random.Generator):
+    from training.centralized import fit
+
+    model = fit(trial.plan)
+    x_val, y_val = plan.validation
+    logits = model.predict(x_val, batch_size=1024, verbose=0)
+    correct = float(np.sum(np.argmax(logits, axis=1) == y_val))
+    noise = plan.config.released_score_noise
+    noisy = correct + (rng.normal(0.0, noise) if noise > 0 else 0.0)
+    trial.noisy_score = noisy / len(y_val)
+    _write_hparams(plan, trial)
+    return model
+
+
+def _release(plan: SearchPlan, models: dict) -> dict[str, Any] | None:
+    """Writes the released outputs (the best run only), trials.csv and privacy.json (last)."""
+    folder = plan.folder
+    selected = None
+    if plan.trials:
+        best = max(plan.trials, key=lambda t: t.noisy_score)
+        model = models[best.index]
+        evals = model.evaluate(plan.dataset.x_test, plan.dataset.y_test, verbose=0, batch_size=1024,
+                               return_dict=True)  # fmt: skip
+        selected = {
+            "trial": best.index,
+            **best.hparams,
+            "noise_multiplier": best.dp.noise_multiplier,
+            "noisy_validation_accuracy": best.noisy_score,
+            "test_accuracy": float(evals["accuracy"]),
+            "test_loss": float(evals["loss"]),
+        }
+        folder.save_model(model)
+    folder.write_json(RESULT_FILE, {"selected": selected, "note": _RESULT_NOTE})
+    folder.write_text(TRIALS_FILE, csv_text(_trial_rows(plan)))
+    folder.write_privacy(privacy_json(plan))
+    return selected
+
+
+_RESULT_NOTE = (
+    "The selected run's configuration and noisy validation accuracy are covered by privacy.json's "
+    "epsilon (with its model). test_accuracy is measured on the test split, which took no part in the "
+    "search, without noise."
+)
+
+
+def _trial_rows(plan: SearchPlan) -> list[dict[str, Any]]:
+    return [
+        {"trial": t.index, **t.hparams, "noise_multiplier": t.dp.noise_multiplier, "steps": t.dp.steps,
+         "noisy_validation_accuracy": t.noisy_score}
+        for t in plan.trials
+    ]  # fmt: skip
+
+
+def _write_hparams(plan: SearchPlan, trial: Trial) -> None:
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import api as hp
+
+    logdir = plan.folder.file(f"{RunFolder.TENSORBOARD}/trial_{trial.index:03d}")
+    with tf.summary.create_file_writer(logdir).as_default():
+        hp.hparams(
+            {**trial.hparams, "noise_multiplier": trial.dp.noise_multiplier},
+            trial_id=f"trial_{trial.index:03d}",
+        )
+    writer = tf.summary.create_file_writer(logdir)
+    write_scalars(writer, 0, {"noisy_validation_accuracy": trial.noisy_score})
+    writer.flush()
+
+
+def _complete(plan: SearchPlan) -> bool:
+    folder = plan.folder
+    return os.path.exists(folder.file(RunFolder.PRIVACY)) and os.path.exists(
+        folder.file(RunFolder.RUN_CONFIG)
+    )
+
+
+def _read_result(plan: SearchPlan) -> TuningResult:
+    result = plan.folder.read_json(RESULT_FILE)
+    rows = []
+    if os.path.exists(plan.folder.file(TRIALS_FILE)):
+        with open(plan.folder.file(TRIALS_FILE), newline="") as f:
+            rows = list(csv.DictReader(f))
+    return TuningResult(
+        plan.folder.path, plan.folder.read_json(RunFolder.PRIVACY), result["selected"], rows, 0.0
+    )
+
+
+def _hparams_text(hparams: dict[str, Any]) -> str:
+    short = {"learning_rate": "lr", "l2_norm_clip": "clip", "batch_size": "batch"}
+    return " ".join(f"{short.get(k, k)}={v:g}" for k, v in hparams.items())
+
+
+def _trial_text(trial: Trial, total: int) -> str:
+    return (
+        f"run {trial.index + 1}/{total}: {_hparams_text(trial.hparams)} "
+        f"noise={trial.dp.noise_multiplier:.3g} "
+        f"-> noisy validation accuracy {trial.noisy_score:.3f}"
+    )
+
+
+def _selected_text(selected: dict[str, Any]) -> str:
+    hparams = {
+        k: selected[k]
+        for k in ("learning_rate", "l2_norm_clip", "batch_size", "epochs", "width")
+        if k in selected
+    }
+    return (
+        f"run {selected['trial'] + 1} ({_hparams_text(hparams)}): noisy validation accuracy "
+        f"{selected['noisy_validation_accuracy']:.3f}, test accuracy {selected['test_accuracy']:.4f}"
+    )
