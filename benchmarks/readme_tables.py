@@ -69,7 +69,8 @@ def centralized_seeds(out: str) -> str:
             if kw:
                 eps.append(res.privacy["epsilon"])
                 noise.append(res.privacy["noise_multiplier"])
-    noises = f"{min(noise):.3g}-{max(noise):.3g}"
+    low, high = f"{min(noise):.3g}", f"{max(noise):.3g}"
+    noises = low if low == high else f"{low}-{high}"
     dp_name = f"DP-SGD, epsilon <= {max(eps):.3f} (delta 1e-5, Poisson, RDP; noise {noises})"
     return "\n".join(
         [
