@@ -1,22 +1,26 @@
-"""Throughput of a FedAvg round vs centralized Keras training on the same examples.
+"""Throughput of a FedAvg round vs centralized Keras training on the same examples, and TFF's fixed cost.
 
-  python -m benchmarks.federated_vs_centralized                     # digits, floor setting
-  python -m benchmarks.federated_vs_centralized --partition=iid --num_clients=30
+  python -m benchmarks.federated_vs_centralized                        # digits, 300 clients, 30/round
+  python -m benchmarks.federated_vs_centralized --shape=emnist          # 3,400 EMNIST-shaped writers, CNN
+  python -m benchmarks.federated_vs_centralized --output=json           # one JSON object
 
-One run measures both. FedAvg: examples processed per second of a round (the round's
-clients' examples x client_epochs, over the round's wall time, first rounds excluded:
-they trace and compile). Centralized: `model.fit` of the same model on exactly the
-examples of those rounds, same batch size, epochs and SGD learning rate. The printed ratio
-is federated / centralized throughput.
+One run measures both. FedAvg: examples processed per second of a round (the round's clients'
+examples x client_epochs, over the round's wall time, first rounds excluded: they trace and
+compile). Centralized: `model.fit` of the same model on exactly the examples of those rounds, same
+batch size, epochs and SGD learning rate. `ratio` is federated / centralized throughput.
 
-It also times a round whose clients hold ONE example each: that is TFF's fixed per-round
-cost (serializing the datasets and the model into the computation, the gRPC trip to the
-worker, running the federated graph), which dominates when clients are small.
+`fixed_cost_per_client_s`: a round whose clients hold ONE example each, divided by the clients per
+round: what TFF costs per client whatever the client holds. Every client-run setting (TFF's client
+loop: iterator or reduce; tf.data's graph rewrites on client datasets: off or on) is timed side by
+side in the same run (`variants`); the pipeline uses the fastest, which computes the same thing.
+`peak_memory_gb`: the largest resident memory of this process and its TFF worker together.
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -24,110 +28,188 @@ from absl import flags
 
 from pipelines import _app
 
-_NUM_CLIENTS = flags.DEFINE_integer("num_clients", 300, "Simulated clients.", lower_bound=1)
-_CPR = flags.DEFINE_integer("clients_per_round", 30, "Clients per round.", lower_bound=1)
-_PARTITION = flags.DEFINE_enum("partition", "dirichlet", ["iid", "dirichlet"], "Client partition.")
-_EPOCHS = flags.DEFINE_integer("client_epochs", 5, "Local epochs.", lower_bound=1)
-_BATCH = flags.DEFINE_integer("client_batch_size", 10, "Local batch size.", lower_bound=1)
-_MODEL = flags.DEFINE_enum("model", "mlp", ["logistic", "mlp", "cnn"], "Model.")
-_ROUNDS = flags.DEFINE_integer("rounds", 8, "Timed rounds.", lower_bound=1)
+SHAPES = {  # per-shape defaults: (population, model, clients, per round, epochs, batch, timed rounds)
+    "digits": dict(model="mlp", num_clients=300, clients_per_round=30, client_epochs=5, batch=10, rounds=8),
+    "emnist": dict(model="cnn", num_clients=0, clients_per_round=100, client_epochs=1, batch=20, rounds=3),
+}
+VARIANTS = [("iterator", False), ("iterator", True), ("reduce", False), ("reduce", True)]  # first: default
+
+_SHAPE = flags.DEFINE_enum("shape", "digits", list(SHAPES), "digits, or emnist (synthetic_emnist, CNN).")
+_OUTPUT = flags.DEFINE_enum("output", "text", ["text", "json"], "text, or one JSON object.")
+_CPR = flags.DEFINE_integer(
+    "clients_per_round", None, "Clients per round (default by --shape).", lower_bound=1
+)
+_ROUNDS = flags.DEFINE_integer("rounds", None, "Timed rounds (default by --shape).", lower_bound=1)
+_VARIANTS = flags.DEFINE_bool("variants", True, "Also time every client-run setting side by side.")
 _WARMUP = 2
 
 
-def _federated(ds, pop, out: str):
-    """(config, timed rounds, fixed per-round cost) of FedAvg on `pop`, and of one-example clients."""
-    from data.clients import ClientPopulation
+class PeakMemory:
+    """Largest RSS of this process plus its children (the TFF worker), sampled every 0.2 s."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self.me, self.peak, self._stop = psutil.Process(), 0, threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.2):
+            try:
+                procs = [self.me, *self.me.children(recursive=True)]
+                self.peak = max(self.peak, sum(p.memory_info().rss for p in procs))
+            except Exception:  # noqa: BLE001 - a child that just exited
+                continue
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _population(shape: dict):
+    from data.clients import from_dataset
+    from data.datasets import load_digits
+    from data.synthetic_emnist import SyntheticEmnistPopulation
+
+    if _SHAPE.value == "emnist":
+        return SyntheticEmnistPopulation()
+    return from_dataset(load_digits(), "dirichlet", shape["num_clients"], alpha=1.0, seed=0)
+
+
+def _config(shape: dict, cpr: int, rounds: int, out: str, name: str, variant, **overrides):
     from training import federated
 
-    rounds = _WARMUP + _ROUNDS.value
-    common = dict(model=_MODEL.value, rounds=rounds, client_sampling="uniform", eval_every=rounds)
-    config = federated.FederatedConfig(
-        **common,
-        num_clients=_NUM_CLIENTS.value,
-        clients_per_round=_CPR.value,
-        partition=_PARTITION.value,
-        client_epochs=_EPOCHS.value,
-        client_batch_size=_BATCH.value,
-        checkpoint_every=rounds,
-        root_output_dir=out,
-        experiment_name="bench",
-    )
-    timed = federated.run(config, pop).history[_WARMUP:]
-    # One example per client: the fixed cost of a round.
-    tiny = ClientPopulation(
-        "digits", ds.x_train, ds.y_train, [np.array([i]) for i in range(_CPR.value)], ds.x_test, ds.y_test, 10
-    )
-    tiny_cfg = federated.FederatedConfig(
-        **common,
-        num_clients=_CPR.value,
-        clients_per_round=_CPR.value,
-        partition="iid",
-        client_epochs=1,
-        checkpoint_every=rounds,
-        root_output_dir=out,
-        experiment_name="tiny",
-    )
-    tiny_rounds = federated.run(tiny_cfg, tiny).history[_WARMUP:]
-    return config, timed, float(np.mean([r["round_time_s"] for r in tiny_rounds]))
+    settings = dict(
+        dataset="synthetic_emnist" if _SHAPE.value == "emnist" else "digits",
+        model=shape["model"], rounds=rounds, client_sampling="uniform", eval_every=rounds,
+        num_clients=shape["num_clients"], clients_per_round=cpr,
+        partition="natural" if _SHAPE.value == "emnist" else "dirichlet",
+        client_epochs=shape["client_epochs"], client_batch_size=shape["batch"], checkpoint_every=rounds,
+        root_output_dir=out, experiment_name=name, client_loop=variant[0],
+        client_data_optimizations=variant[1],
+    )  # fmt: skip
+    return federated.FederatedConfig(**(settings | overrides))
 
 
-def _centralized_seconds(tf, ds, x, y, client_learning_rate: float) -> float:
+def _tiny(pop, cpr: int):
+    """`cpr` clients holding one example each (the first example of the first writers)."""
+    from data.clients import ClientPopulation
+
+    xs, ys = zip(*(pop.client_examples(c) for c in range(cpr)), strict=True)
+    x, y = np.concatenate([a[:1] for a in xs]), np.concatenate([b[:1] for b in ys])
+    return ClientPopulation(pop.name, x, y, [np.array([i]) for i in range(cpr)], pop.x_test, pop.y_test,
+                            pop.num_classes)  # fmt: skip
+
+
+def _timed(config, pop) -> list[dict]:
+    from training import federated
+
+    return federated.run(config, pop, verbose=False).history[_WARMUP:]
+
+
+def _centralized_seconds(tf, pop, shape: dict, x, y, learning_rate: float) -> float:
     """Keras fit of the same model on the same examples, same batch size, epochs and SGD rate."""
     from models.builders import build_model
 
-    model = build_model(_MODEL.value, ds.input_shape, ds.num_classes, seed=0)
+    model = build_model(shape["model"], pop.input_shape, pop.num_classes, seed=0)
     model.compile(
-        optimizer=tf.keras.optimizers.SGD(client_learning_rate),
+        optimizer=tf.keras.optimizers.SGD(learning_rate),
         loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
-    model.fit(x[: _BATCH.value * 4], y[: _BATCH.value * 4], batch_size=_BATCH.value, verbose=0)  # warm-up
+    model.fit(x[: shape["batch"] * 4], y[: shape["batch"] * 4], batch_size=shape["batch"], verbose=0)
     t0 = time.time()
-    model.fit(x, y, batch_size=_BATCH.value, epochs=_EPOCHS.value, verbose=0, shuffle=True)
+    model.fit(x, y, batch_size=shape["batch"], epochs=shape["client_epochs"], verbose=0, shuffle=True)
     return time.time() - t0
+
+
+def measure() -> dict:
+    """Every number of the benchmark, in one dict (the JSON output)."""
+    tf = _app.import_tensorflow()
+    from privacy.sampling import sample_clients
+    from training import federated
+
+    shape = SHAPES[_SHAPE.value]
+    cpr, rounds = _CPR.value or shape["clients_per_round"], _ROUNDS.value or shape["rounds"]
+    pop = _population(shape)
+    variants = VARIANTS if _VARIANTS.value else VARIANTS[:1]
+    rows = []
+    with tempfile.TemporaryDirectory() as out, PeakMemory() as memory:
+        for i, variant in enumerate(variants):
+            cfg = _config(shape, cpr, _WARMUP + rounds, out, f"run{i}", variant)
+            timed = _timed(cfg, pop)
+            tiny_cfg = _config(shape, cpr, _WARMUP + rounds, out, f"tiny{i}", variant, num_clients=cpr,
+                               partition="iid", client_epochs=1, dataset="digits")  # fmt: skip
+            tiny = _timed(tiny_cfg, _tiny(pop, cpr))
+            rows.append({
+                "client_loop": variant[0],
+                "client_data_optimizations": variant[1],
+                "timed": timed,
+                "fixed_cost_per_client_s": float(np.mean([r["round_time_s"] for r in tiny])) / cpr,
+                "round_s": float(np.mean([r["round_time_s"] for r in timed])),
+            })  # fmt: skip
+            if i == 0:
+                config = cfg
+        peak = memory.peak
+    best = rows[0]
+    fed_examples = sum(r["train_num_examples"] for r in best["timed"])
+    fed_time = sum(r["round_time_s"] for r in best["timed"])
+    dp = federated.dp_config(config, pop.num_clients)
+    clients = [c for r in range(_WARMUP, _WARMUP + rounds) for c in sample_clients(dp, r, config.seed)]
+    xs, ys = zip(*(pop.client_examples(int(c)) for c in clients), strict=True)
+    central_time = _centralized_seconds(tf, pop, shape, np.concatenate(xs), np.concatenate(ys),
+                                        config.client_learning_rate)  # fmt: skip
+    central_rate = sum(len(y) for y in ys) * shape["client_epochs"] / central_time
+    return {
+        "shape": _SHAPE.value,
+        "model": shape["model"],
+        "num_clients": pop.num_clients,
+        "clients_per_round": cpr,
+        "client_epochs": shape["client_epochs"],
+        "client_batch_size": shape["batch"],
+        "timed_rounds": rounds,
+        "client_loop": best["client_loop"],
+        "client_data_optimizations": best["client_data_optimizations"],
+        "ratio": fed_examples / fed_time / central_rate,
+        "round_s": fed_time / len(best["timed"]),
+        "fixed_cost_per_client_s": best["fixed_cost_per_client_s"],
+        "federated_examples_per_s": fed_examples / fed_time,
+        "centralized_examples_per_s": central_rate,
+        "peak_memory_gb": peak / 2**30,
+        "variants": [
+            {k: v for k, v in r.items() if k != "timed"} for r in rows
+        ],
+    }  # fmt: skip
+
+
+def _text(m: dict) -> str:
+    lines = [
+        f"setting: {m['shape']}, {m['num_clients']} clients, {m['clients_per_round']}/round, "
+        f"model {m['model']}, {m['client_epochs']} client epochs, batch {m['client_batch_size']}; "
+        f"{m['timed_rounds']} timed rounds",
+        f"federated:   {m['federated_examples_per_s']:9.0f} examples/s ({m['round_s']:.3f} s per round)",
+        f"centralized: {m['centralized_examples_per_s']:9.0f} examples/s",
+        f"ratio federated / centralized = {m['ratio']:.3f}",
+        f"fixed cost per client per round: {1000 * m['fixed_cost_per_client_s']:.2f} ms; peak memory "
+        f"(process + TFF worker) {m['peak_memory_gb']:.2f} GB",
+        "client-run settings, side by side (first = the pipeline's default):",
+    ]
+    for v in m["variants"]:
+        rewrites = "on" if v["client_data_optimizations"] else "off"
+        lines.append(
+            f"  loop={v['client_loop']:8s} tf.data rewrites={rewrites:3s}  fixed cost per client "
+            f"{1000 * v['fixed_cost_per_client_s']:6.2f} ms  round {v['round_s']:.3f} s"
+        )
+    return "\n".join(lines)
 
 
 def main(argv: list[str]) -> None:
     del argv
-    from pipelines._app import import_tensorflow
-
-    tf = import_tensorflow()  # before anything imports TF inside main() (see pipelines/_app.py)
-    from data.clients import from_dataset
-    from data.datasets import load_digits
-    from privacy.sampling import sample_clients
-    from training import federated
-
-    ds = load_digits()
-    pop = from_dataset(ds, _PARTITION.value, _NUM_CLIENTS.value, alpha=1.0, seed=0)
-    with tempfile.TemporaryDirectory() as out:
-        config, timed, overhead = _federated(ds, pop, out)
-    fed_examples = sum(r["train_num_examples"] for r in timed)
-    fed_time = sum(r["round_time_s"] for r in timed)
-    # Centralized: the same examples (the timed rounds' clients), same batches and epochs.
-    dp = federated.dp_config(config, pop.num_clients)
-    rounds = range(_WARMUP, _WARMUP + _ROUNDS.value)
-    idx = np.concatenate([pop.client_indices[c] for r in rounds for c in sample_clients(dp, r, config.seed)])
-    central_time = _centralized_seconds(tf, ds, ds.x_train[idx], ds.y_train[idx], config.client_learning_rate)
-    central_examples = len(idx) * _EPOCHS.value
-
-    fed_rate = fed_examples / fed_time
-    central_rate = central_examples / central_time
-    per_round = fed_time / len(timed)
-    print(
-        f"setting: digits, {_NUM_CLIENTS.value} {_PARTITION.value} clients, {_CPR.value}/round, "
-        f"model {_MODEL.value}"
-    )
-    print(f"  {_EPOCHS.value} client epochs, batch {_BATCH.value}; {len(timed)} timed rounds")
-    print(f"federated:   {fed_examples:8.0f} examples in {fed_time:6.2f} s = {fed_rate:9.0f} examples/s")
-    print(
-        f"centralized: {central_examples:8.0f} examples in {central_time:6.2f} s = "
-        f"{central_rate:9.0f} examples/s"
-    )
-    print(f"ratio federated / centralized = {fed_rate / central_rate:.3f}")
-    print(
-        f"where a round's {per_round:.3f} s go: {overhead:.3f} s is TFF's fixed per-round cost (a round of "
-        f"{_CPR.value} one-example clients); the rest, {max(per_round - overhead, 0):.3f} s, is client "
-        f"compute, which centralized Keras does in {central_time / len(timed):.3f} s per round's worth."
-    )
+    result = measure()
+    print(json.dumps(result) if _OUTPUT.value == "json" else _text(result))
 
 
 if __name__ == "__main__":

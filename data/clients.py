@@ -62,24 +62,46 @@ class ClientPopulation:
         idx = self.client_indices[client]
         return self.x[idx], self.y[idx]
 
-    def client_dataset(self, client: int, epochs: int, batch_size: int, seed: int, round_num: int = 0):
+    def client_dataset(
+        self, client: int, epochs: int, batch_size: int, seed: int, round_num: int = 0, optimize: bool = False
+    ):
         """`epochs` passes over the client's examples, each in a fresh order.
 
         The order is drawn here in numpy (not with `Dataset.shuffle`), so a round is
         reproducible from (seed, round, client) and a resumed run replays it exactly.
+        `optimize=False` turns off tf.data's graph rewrites and autotuning: on a pipeline of two
+        ops they change nothing but cost the TFF worker a rewrite per client per round.
         """
         import tensorflow as tf
 
         x, y = self.client_examples(client)
         rng = np.random.default_rng([seed, round_num, client])
         order = np.concatenate([rng.permutation(len(x)) for _ in range(epochs)])
-        return tf.data.Dataset.from_tensor_slices((x[order], y[order])).batch(batch_size)
+        dataset = tf.data.Dataset.from_tensor_slices((x[order], y[order])).batch(batch_size)
+        return dataset if optimize else dataset.with_options(plain_options())
 
     def round_datasets(
-        self, clients: Sequence[int], epochs: int, batch_size: int, seed: int, round_num: int = 0
+        self,
+        clients: Sequence[int],
+        epochs: int,
+        batch_size: int,
+        seed: int,
+        round_num: int = 0,
+        optimize: bool = False,
     ) -> list:
         """The datasets of one round's clients, and nothing else."""
-        return [self.client_dataset(int(c), epochs, batch_size, seed, round_num) for c in clients]
+        return [self.client_dataset(int(c), epochs, batch_size, seed, round_num, optimize) for c in clients]
+
+
+def plain_options():
+    """tf.data options without graph rewrites, autotuning or injected prefetch (same elements, same order)."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_optimization.apply_default_optimizations = False
+    options.experimental_optimization.inject_prefetch = False
+    options.autotune.enabled = False
+    return options
 
 
 def from_dataset(

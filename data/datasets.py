@@ -28,7 +28,8 @@ DATASETS = (
     "cifar10",
     "csv",
 )
-FEDERATED_DATASETS = (*DATASETS, "emnist")  # emnist: TFF's federated EMNIST, partitioned by writer
+# emnist: TFF's federated EMNIST, partitioned by writer; synthetic_emnist: its shape, generated offline
+FEDERATED_DATASETS = (*DATASETS, "emnist", "synthetic_emnist")
 NEEDS_DATA_DIR = ("mnist", "fashion_mnist", "cifar10", "csv", "emnist")
 
 

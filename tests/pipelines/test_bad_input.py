@@ -66,6 +66,7 @@ def earlier_run(tmp_path):
             "exceeds the 300 clients",
         ),
         ("train_centralized", ["--audit_example_canaries=-5"], "--audit_example_canaries must be >= 0"),
+        ("train_federated", ["--dataset=synthetic_emnist"], "partitioned by writer: use --partition=natural"),
     ],
 )
 def test_bad_input_to_a_trainer_keeps_the_earlier_run(run_binary, earlier_run, binary, args, message):

@@ -15,7 +15,10 @@ from privacy.config import DpFedAvgConfig
 from training.federated.experiment import FederatedConfig
 
 # Fields that may change between a run and its resumption without changing what is trained.
-_RESUMABLE_CHANGES = ("eval_every", "checkpoint_every", "workers", "root_output_dir", "data_dir")
+_RESUMABLE_CHANGES = (
+    "eval_every", "checkpoint_every", "workers", "root_output_dir", "data_dir",
+    "client_loop", "client_data_optimizations",  # how TFF runs a client, not what it computes
+)  # fmt: skip
 
 
 def fingerprint(config: FederatedConfig, dp: DpFedAvgConfig) -> dict[str, Any]:

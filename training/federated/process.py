@@ -61,7 +61,15 @@ def build_process(config: FederatedConfig, dp: DpFedAvgConfig, population: Clien
         "adam": lambda: opt.build_adam(learning_rate=config.server_lr, epsilon=1e-3),
     }[config.server_optimizer]()
     algorithms = tff.learning.algorithms
-    kwargs: dict[str, Any] = dict(client_optimizer_fn=client_opt, server_optimizer_fn=server_opt)
+    loop = tff.learning.LoopImplementation
+    kwargs: dict[str, Any] = dict(
+        client_optimizer_fn=client_opt,
+        server_optimizer_fn=server_opt,
+        # the iterator loop instantiates no reduce function per client (README "Benchmarks")
+        loop_implementation=loop.DATASET_ITERATOR
+        if config.client_loop == "iterator"
+        else loop.DATASET_REDUCE,
+    )
     if aggregator is not None:
         kwargs["model_aggregator"] = aggregator
     if config.fedprox_mu > 0:

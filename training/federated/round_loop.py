@@ -280,8 +280,9 @@ def _one_round(plan: Plan, process, state, r: int, progress: _Progress):
     else:
         progress.empty_rounds += len(clients) == 0
         data = plan.population.round_datasets(
-            clients, config.client_epochs, config.client_batch_size, config.seed, r
-        )
+            clients, config.client_epochs, config.client_batch_size, config.seed, r,
+            config.client_data_optimizations,
+        )  # fmt: skip
         result = process.next(state, data)
         state = result.state
         row.update(_round_metrics(result.metrics))
