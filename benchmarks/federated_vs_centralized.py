@@ -12,7 +12,8 @@ batch size, epochs and SGD learning rate. `ratio` is federated / centralized thr
 `fixed_cost_per_client_s`: a round whose clients hold ONE example each, divided by the clients per
 round: what TFF costs per client whatever the client holds. Every client-run setting (TFF's client
 loop: iterator or reduce; tf.data's graph rewrites on client datasets: off or on) is timed side by
-side in the same run (`variants`); the pipeline uses the fastest, which computes the same thing.
+side in the same run (`variants`); the first is the pipeline's default, chosen as the fastest measured
+(the README's table), and all compute the same thing.
 `peak_memory_gb`: the largest resident memory of this process and its TFF worker together.
 """
 

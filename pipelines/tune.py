@@ -3,12 +3,13 @@
   python -m pipelines.tune --target_epsilon=3                          # digits, default search space
   python -m pipelines.tune --target_epsilon=3 --learning_rates=0.1,0.2 --batch_sizes=512 \\
       --num_runs_distribution=poisson --mean_runs=10
-  tensorboard --logdir=runs/tune/tensorboard                           # HParams tab: the runs tried
+  tensorboard --logdir=runs/tune/not_for_release/tensorboard           # HParams tab: the runs tried
 
 A random number of runs K (drawn before the data is touched), each with a configuration sampled from
 the search space and a noisy validation score; only the best run is released (Papernot & Steinke
 2022). Outputs in <root_output_dir>/<experiment_name>/: privacy.json (epsilon of the search),
-result.json, model/ (the selected run), trials.csv (NOT covered by the guarantee), tensorboard/.
+result.json, model/ (the selected run), and not_for_release/ (trials.csv, per-run HParams logs):
+every run's score and K, for you only, NOT covered by the guarantee (nor are the per-run lines).
 """
 
 from __future__ import annotations
@@ -49,7 +50,9 @@ _EPOCHS = _flags.define_list(
     "epoch_counts", list(_S.epochs), "Search space: training epochs.", int, lambda e: e > 0, "ints > 0"
 )
 flags.adopt_module_key_flags(_flags)  # the shared flags above are this binary's too (--help)
-_WIDTHS = flags.DEFINE_list("widths", ["64", "128"], "Search space: MLP hidden units (--model=mlp only).")
+_WIDTHS = flags.DEFINE_list(
+    "widths", [str(w) for w in _S.width], "Search space: MLP hidden units (--model=mlp only)."
+)
 _DIST = flags.DEFINE_enum("num_runs_distribution", DEFAULT_RUNS[0], list(DISTRIBUTIONS), "Distribution of K.")
 _MEAN = flags.DEFINE_float("mean_runs", DEFAULT_RUNS[1], "Mean number of runs K (> 1).")
 _ETA = flags.DEFINE_float(
@@ -58,10 +61,6 @@ _ETA = flags.DEFINE_float(
 _SCORE_NOISE = flags.DEFINE_float(
     "score_noise", DEFAULT_SCORE_NOISE,
     "Stddev of the Gaussian noise on each run's count of correct validation predictions (sensitivity 1).",
-)  # fmt: skip
-_PUBLIC_VAL = flags.DEFINE_bool(
-    "public_validation", False, "Declare the validation split public: exact scores, and the guarantee "
-    "then does NOT cover the validation examples (README).",
 )  # fmt: skip
 _VAL_FRACTION = flags.DEFINE_float(
     "validation_fraction", DEFAULT_VALIDATION_FRACTION, "Validation share of train."
@@ -74,7 +73,7 @@ flags.register_validator(
 )
 flags.register_validator("mean_runs", lambda v: v > 1, "--mean_runs must be > 1")
 flags.register_validator("tnb_eta", lambda v: v > 0, "--tnb_eta must be > 0")
-flags.register_validator("score_noise", lambda v: v >= 0, "--score_noise must be >= 0")
+flags.register_validator("score_noise", lambda v: v > 0, "--score_noise must be > 0")
 flags.register_validator(
     "validation_fraction", lambda v: 0 < v < 1, "--validation_fraction must be in (0, 1)"
 )
@@ -118,7 +117,6 @@ def main(argv: list[str]) -> None:
             model=_MODEL.value,
             delta=_BUDGET.delta.value,
             score_noise=_SCORE_NOISE.value,
-            public_validation=_PUBLIC_VAL.value,
             validation_fraction=_VAL_FRACTION.value,
             engine=_ENGINE.value,
             seed=_SEED.value,

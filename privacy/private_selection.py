@@ -88,22 +88,16 @@ class RunsDistribution:
         return out
 
 
-def score_event(score_noise: float) -> dp_accounting.DpEvent | None:
-    """The release of one run's score: a count with sensitivity 1 plus N(0, score_noise^2).
-
-    None when the validation data is declared public (no noise, nothing to account)."""
-    if score_noise == 0:
-        return None
+def score_event(score_noise: float) -> dp_accounting.DpEvent:
+    """The release of one run's score: a count with sensitivity 1 plus N(0, score_noise^2)."""
+    if not score_noise > 0:
+        raise ValueError(f"score_noise must be > 0, got {score_noise}")
     return dp_accounting.GaussianDpEvent(score_noise)
 
 
 def per_run_event(dp: DpSgdConfig, score_noise: float) -> dp_accounting.DpEvent:
     """One run of the search: DP-SGD training, then the release of its score."""
-    events = [dp_sgd_event(dp)]
-    score = score_event(score_noise)
-    if score is not None:
-        events.append(score)
-    return dp_accounting.ComposedDpEvent(events)
+    return dp_accounting.ComposedDpEvent([dp_sgd_event(dp), score_event(score_noise)])
 
 
 def search_event(per_run: dp_accounting.DpEvent, runs: RunsDistribution) -> RepeatAndSelectDpEvent:
@@ -146,11 +140,12 @@ def dominating_noise(candidate: DpSgdConfig, score_noise: float, reference_rdp: 
     """`candidate` with the smallest noise multiplier whose per-run RDP is at most `reference_rdp` at
     every order the accountant uses (the common RDP bound that Papernot-Steinke need)."""
 
-    def excess(z: float) -> float:
-        rdp = rdp_curve(per_run_event(candidate.replace(noise_multiplier=z), score_noise))
-        return float(np.max(rdp - reference_rdp))
+    def dominated(z: float) -> bool:  # elementwise, so orders where both are infinite compare fine
+        return dominates(
+            rdp_curve(per_run_event(candidate.replace(noise_multiplier=z), score_noise)), reference_rdp
+        )
 
-    z = _smallest(lambda z: excess(z) <= 0)
+    z = _smallest(dominated)
     return candidate.replace(noise_multiplier=z)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import math
 import os
 import time
@@ -36,7 +37,11 @@ from privacy.report import privacy_report, randomness_report
 from training.progress import Progress
 from training.run_folder import RunFolder, csv_text, write_scalars
 
-TRIALS_FILE, RESULT_FILE = "trials.csv", "result.json"
+RESULT_FILE = "result.json"
+# Everything about the runs tried (their configurations, noisy scores, K, HParams logs) goes here:
+# for the data holder, NOT covered by the guarantee (releasing it reveals K and every score).
+NOT_FOR_RELEASE = "not_for_release"
+TRIALS_FILE = os.path.join(NOT_FOR_RELEASE, "trials.csv")
 DEFAULT_SCORE_NOISE, DEFAULT_VALIDATION_FRACTION = 10.0, 0.15
 DEFAULT_RUNS = ("truncated_negative_binomial", 3.0, 0.1)  # RunsDistribution(name, mean, eta)
 SEARCH_SEED_SALT = 0x7E5  # K, the configurations and the score noise: apart from init and DP noise
@@ -50,7 +55,7 @@ class SearchSpace:
     l2_norm_clip: tuple[float, ...] = (1.0,)
     batch_size: tuple[int, ...] = (1024,)
     epochs: tuple[int, ...] = (200,)
-    width: tuple[int, ...] = ()  # MLP hidden units (mlp only); empty: the model's default
+    width: tuple[int, ...] = (64, 128)  # MLP hidden units (mlp only; empty for other models)
 
     def __post_init__(self) -> None:
         for name, values in dataclasses.asdict(self).items():
@@ -80,7 +85,6 @@ class TuningConfig:
     model: str = "mlp"
     delta: float = 1e-5
     score_noise: float = DEFAULT_SCORE_NOISE  # noise stddev on the count of correct validation predictions
-    public_validation: bool = False  # the validation split is declared public: its score is exact
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION
     engine: str = "auto"
     seed: int = 0
@@ -94,20 +98,19 @@ class TuningConfig:
             (0 < self.delta < 1, f"delta must be in (0, 1), got {self.delta}"),
             (0 < self.validation_fraction < 1, "validation_fraction must be in (0, 1)"),
             (self.engine in DP_SGD_ENGINES, f"engine must be one of {DP_SGD_ENGINES}"),
-            (self.score_noise >= 0, f"score_noise must be >= 0, got {self.score_noise}"),
             (
-                self.public_validation or self.score_noise > 0,
-                "score_noise 0 releases the exact validation score of private data; give a score noise "
-                "> 0, or declare the validation split public (--public_validation)",
+                self.score_noise > 0,
+                f"score_noise must be > 0 (0 would release the exact validation score of private data), "
+                f"got {self.score_noise}",
+            ),
+            (
+                self.model == "mlp" or not self.space.width,
+                "width applies to the mlp model only: give no --widths for this model",
             ),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
-
-    @property
-    def released_score_noise(self) -> float:
-        return 0.0 if self.public_validation else self.score_noise
 
 
 @dataclasses.dataclass
@@ -140,17 +143,31 @@ class TuningResult:
     wall_time_s: float
 
 
+def in_validation(x: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Each record's side, decided by a keyed hash of the record alone (Bernoulli(fraction)).
+
+    Adding or removing one record never moves another between training and validation, which the
+    add/remove accounting of the two parts needs (a seeded permutation of all N would not do that)."""
+    key = seed.to_bytes(8, "little", signed=True) + SEARCH_SEED_SALT.to_bytes(4, "little")
+    rows = np.ascontiguousarray(x.reshape(len(x), -1))
+    labels = np.ascontiguousarray(y)
+    digests = [
+        hashlib.blake2b(rows[i].tobytes() + labels[i].tobytes(), digest_size=8, key=key).digest()
+        for i in range(len(rows))
+    ]
+    return np.array([int.from_bytes(d, "little") / 2**64 < fraction for d in digests], dtype=bool)
+
+
 def split_validation(dataset: Dataset, fraction: float, seed: int) -> tuple[Dataset, tuple]:
     """(training part as a Dataset whose test arrays are the validation split, validation arrays)."""
-    n = dataset.num_train
-    n_val = int(round(fraction * n))
-    if n_val < 1 or n - n_val < 2:
-        raise ValueError(f"validation_fraction {fraction} leaves no validation or no training data (N={n})")
-    order = np.random.default_rng([seed, SEARCH_SEED_SALT]).permutation(n)
-    val, train = order[:n_val], order[n_val:]
+    val = in_validation(dataset.x_train, dataset.y_train, fraction, seed)
+    if val.sum() < 1 or (~val).sum() < 2:
+        raise ValueError(
+            f"validation_fraction {fraction} leaves no validation or no training data (N={dataset.num_train})"
+        )
     x_val, y_val = dataset.x_train[val], dataset.y_train[val]
     part = dataclasses.replace(
-        dataset, x_train=dataset.x_train[train], y_train=dataset.y_train[train], x_test=x_val, y_test=y_val,
+        dataset, x_train=dataset.x_train[~val], y_train=dataset.y_train[~val], x_test=x_val, y_test=y_val,
         client_ids=None,
     )  # fmt: skip
     return part, (x_val, y_val)
@@ -169,15 +186,13 @@ def reference_config(config: TuningConfig, num_examples: int) -> DpSgdConfig:
         raise ValueError(f"batch size {max(space.batch_size)} exceeds the {num_examples} training examples")
     check_delta(config.delta, num_examples, "example")
     base = DpSgdConfig(num_examples, max(space.batch_size), max(space.epochs), 1.0, 1.0, config.delta)
-    return private_selection.calibrate_reference(
-        base, config.released_score_noise, config.runs, config.target_epsilon
-    )
+    return private_selection.calibrate_reference(base, config.score_noise, config.runs, config.target_epsilon)
 
 
 def check_settings(config: TuningConfig, num_train: int) -> None:
     """The checks of `prepare` that need only the number of training examples (ValueError)."""
-    n_val = int(round(config.validation_fraction * num_train))
-    reference_config(config, num_train - n_val)
+    check_delta(config.delta, num_train, "example")
+    reference_config(config, int(num_train * (1 - config.validation_fraction)))
 
 
 def prepare(config: TuningConfig, dataset: Dataset | None = None) -> SearchPlan:
@@ -198,10 +213,12 @@ def prepare(config: TuningConfig, dataset: Dataset | None = None) -> SearchPlan:
         raise ValueError(
             f"the search scores runs by validation accuracy: {dataset.name} is not a classification task"
         )
+    # every record, in training or validation, is a privacy unit: delta < 1/N for the full N
+    check_delta(config.delta, dataset.num_train, "example")
     part, validation = split_validation(dataset, config.validation_fraction, config.seed)
     reference = reference_config(config, part.num_train)
     reference_rdp = private_selection.rdp_curve(
-        private_selection.per_run_event(reference, config.released_score_noise)
+        private_selection.per_run_event(reference, config.score_noise)
     )
     rng = search_rng(config, 1)
     runs_made = config.runs.draw(rng)
@@ -210,7 +227,7 @@ def prepare(config: TuningConfig, dataset: Dataset | None = None) -> SearchPlan:
         hparams = config.space.sample(rng)
         candidate = DpSgdConfig(part.num_train, hparams["batch_size"], hparams["epochs"], 1.0,
                                 hparams["l2_norm_clip"], config.delta)  # fmt: skip
-        dp = private_selection.dominating_noise(candidate, config.released_score_noise, reference_rdp)
+        dp = private_selection.dominating_noise(candidate, config.score_noise, reference_rdp)
         trial_config = centralized.CentralizedConfig(
             dataset=config.dataset, model=config.model, dp=True, noise_multiplier=dp.noise_multiplier,
             delta=config.delta, engine=config.engine, seed=config.seed * 1000 + i,
@@ -231,7 +248,7 @@ def prepare(config: TuningConfig, dataset: Dataset | None = None) -> SearchPlan:
 def guarantee(plan: SearchPlan) -> Guarantee:
     """The guarantee of the whole search: RepeatAndSelect over the reference per-run event."""
     config, ref = plan.config, plan.reference
-    per_run = private_selection.per_run_event(ref, config.released_score_noise)
+    per_run = private_selection.per_run_event(ref, config.score_noise)
     return Guarantee(
         event=private_selection.search_event(per_run, config.runs),
         accountant="rdp",
@@ -265,9 +282,8 @@ def privacy_json(plan: SearchPlan) -> dict[str, Any]:
             "noise_multiplier": ref.noise_multiplier,
             "sampling": "poisson",
             "score": {
-                "mechanism": "none (validation split declared public)" if config.public_validation else
-                "gaussian on the count of correct validation predictions (sensitivity 1)",
-                "noise_stddev": config.released_score_noise,
+                "mechanism": "gaussian on the count of correct validation predictions (sensitivity 1)",
+                "noise_stddev": config.score_noise,
                 "validation_examples": len(plan.validation[1]),
             },
         },
@@ -297,6 +313,9 @@ def launch(plan: SearchPlan, flags: dict[str, Any] | None = None, verbose: bool 
     if flags is not None:
         folder.write_flags(flags)
     folder.write_json(RunFolder.RUN_CONFIG, plan.fingerprint)
+    progress.note(
+        f"the per-run lines below and {NOT_FOR_RELEASE}/ are for you, not for release (not covered)"
+    )
     rng = search_rng(plan.config, 2)
     models = {}
     for trial in plan.trials:
@@ -315,7 +334,7 @@ def _run_trial(plan: SearchPlan, trial: Trial, rng: np.random.Generator):
     x_val, y_val = plan.validation
     logits = model.predict(x_val, batch_size=1024, verbose=0)
     correct = float(np.sum(np.argmax(logits, axis=1) == y_val))
-    noise = plan.config.released_score_noise
+    noise = plan.config.score_noise
     noisy = correct + (rng.normal(0.0, noise) if noise > 0 else 0.0)
     trial.noisy_score = noisy / len(y_val)
     _write_hparams(plan, trial)
@@ -331,8 +350,7 @@ def _release(plan: SearchPlan, models: dict) -> dict[str, Any] | None:
         model = models[best.index]
         evals = model.evaluate(plan.dataset.x_test, plan.dataset.y_test, verbose=0, batch_size=1024,
                                return_dict=True)  # fmt: skip
-        selected = {
-            "trial": best.index,
+        selected = {  # no run index: it would reveal part of K, which the guarantee needs secret
             **best.hparams,
             "noise_multiplier": best.dp.noise_multiplier,
             "noisy_validation_accuracy": best.noisy_score,
@@ -341,6 +359,7 @@ def _release(plan: SearchPlan, models: dict) -> dict[str, Any] | None:
         }
         folder.save_model(model)
     folder.write_json(RESULT_FILE, {"selected": selected, "note": _RESULT_NOTE})
+    os.makedirs(folder.file(NOT_FOR_RELEASE), exist_ok=True)
     folder.write_text(TRIALS_FILE, csv_text(_trial_rows(plan)))
     folder.write_privacy(privacy_json(plan))
     return selected
@@ -349,7 +368,8 @@ def _release(plan: SearchPlan, models: dict) -> dict[str, Any] | None:
 _RESULT_NOTE = (
     "The selected run's configuration and noisy validation accuracy are covered by privacy.json's "
     "epsilon (with its model). test_accuracy is measured on the test split, which took no part in the "
-    "search, without noise."
+    "search, without noise. not_for_release/ (every run's score, K) and privacy.json's tuning.runs_made "
+    "are not covered."
 )
 
 
@@ -365,7 +385,9 @@ def _write_hparams(plan: SearchPlan, trial: Trial) -> None:
     import tensorflow as tf
     from tensorboard.plugins.hparams import api as hp
 
-    logdir = plan.folder.file(f"{RunFolder.TENSORBOARD}/trial_{trial.index:03d}")
+    logdir = plan.folder.file(
+        os.path.join(NOT_FOR_RELEASE, RunFolder.TENSORBOARD, f"trial_{trial.index:03d}")
+    )
     with tf.summary.create_file_writer(logdir).as_default():
         hp.hparams(
             {**trial.hparams, "noise_multiplier": trial.dp.noise_multiplier},
@@ -414,6 +436,6 @@ def _selected_text(selected: dict[str, Any]) -> str:
         if k in selected
     }
     return (
-        f"run {selected['trial'] + 1} ({_hparams_text(hparams)}): noisy validation accuracy "
+        f"{_hparams_text(hparams)}: noisy validation accuracy "
         f"{selected['noisy_validation_accuracy']:.3f}, test accuracy {selected['test_accuracy']:.4f}"
     )

@@ -85,11 +85,12 @@ def tuning_config(spec: ArmSpec, config: ComparisonConfig, arms_root: str):
     """central_dp_tuned: the private search with its default space and K distribution, its epsilon
     (for the whole search) at the arm's target."""
     from privacy.private_selection import RunsDistribution
-    from training.tuning import DEFAULT_RUNS, TuningConfig
+    from training.tuning import DEFAULT_RUNS, SearchSpace, TuningConfig
 
     return TuningConfig(
         target_epsilon=spec.target_epsilon,
         runs=RunsDistribution(*DEFAULT_RUNS),
+        space=SearchSpace() if config.model == "mlp" else SearchSpace(width=()),
         dataset=config.dataset,
         data_dir=config.data_dir,
         model=config.model,
