@@ -18,7 +18,9 @@ def test_default_search_on_digits_meets_its_floor(run_binary, tmp_path):
         privacy["tuning"]["distribution"] == "truncated_negative_binomial"
         and privacy["tuning"]["runs_made"] >= 1
     )
-    assert result["selected"]["test_accuracy"] >= 0.90
+    # measured here: 91.1% (seed 0; 91.1-92.2% over seeds 0-4, README); 2 points of margin for CPUs
+    # whose kernels round differently (one flipped selection moves a 360-image test accuracy ~1 point)
+    assert result["selected"]["test_accuracy"] >= 0.89
     assert (tmp_path / "tune" / "model" / "saved_model.pb").exists()
     assert "selected test accuracy" in proc.stdout and "(2.99" in proc.stdout
 
