@@ -3,6 +3,7 @@
   python -m pipelines.tune --target_epsilon=3                          # digits, default search space
   python -m pipelines.tune --target_epsilon=3 --learning_rates=0.1,0.2 --batch_sizes=512 \\
       --num_runs_distribution=poisson --mean_runs=10
+  python -m pipelines.tune --pipeline=federated --target_epsilon=8       # DP-FedAvg, user level
   tensorboard --logdir=runs/tune/not_for_release/tensorboard           # HParams tab: the runs tried
 
 A random number of runs K (drawn before the data is touched), each with a configuration sampled from
@@ -19,15 +20,23 @@ from absl import flags
 from pipelines import _app, _flags
 from privacy.config import DP_SGD_ENGINES
 from privacy.private_selection import DISTRIBUTIONS
+from training.federated.search import FederatedSearchSpace
 from training.tuning import (
     DEFAULT_RUNS,
-    DEFAULT_SCORE_NOISE,
     DEFAULT_VALIDATION_FRACTION,
+    PIPELINES,
     SearchSpace,
     TuningConfig,
 )
 
-_S = SearchSpace()  # flag defaults are the library defaults
+_S, _F = SearchSpace(), FederatedSearchSpace()  # flag defaults are the library defaults
+
+
+def _space_list(name: str, default: tuple, help_text: str, kind: type = float) -> tuple:
+    """A search-space list flag and the type of its values."""
+    ints = dict(kind=int, check=lambda v: v > 0, what="ints > 0") if kind is int else {}
+    return _flags.define_list(name, list(default), help_text, **ints), kind
+
 
 _DATA = _flags.define_dataset_flags()
 _MODEL = _flags.define_model_flag()
@@ -35,23 +44,29 @@ _BUDGET = _flags.define_budget_flags(target_help="Epsilon of the whole search (a
 _OUT = _flags.define_output_flags("tune")
 _SEED = _flags.define_seed_flag("Seed of K, the configurations, the split, init and noise (keep it secret).")
 _SECURE = _flags.define_secure_noise_flag()
-
-_LRS = _flags.define_list("learning_rates", list(_S.learning_rate), "Search space: SGD learning rates.")
-_CLIPS = _flags.define_list("l2_norm_clips", list(_S.l2_norm_clip), "Search space: clip norms C.")
-_BATCHES = _flags.define_list(
-    "batch_sizes",
-    list(_S.batch_size),
-    "Search space: expected batch sizes.",
-    int,
-    lambda b: b > 0,
-    "ints > 0",
-)
-_EPOCHS = _flags.define_list(
-    "epoch_counts", list(_S.epochs), "Search space: training epochs.", int, lambda e: e > 0, "ints > 0"
-)
+_CENTRAL = {  # SearchSpace field -> (flag, kind)
+    "learning_rate": _space_list("learning_rates", _S.learning_rate, "Space: SGD learning rates."),
+    "l2_norm_clip": _space_list("l2_norm_clips", _S.l2_norm_clip, "Space: clip norms C."),
+    "batch_size": _space_list("batch_sizes", _S.batch_size, "Space: expected batch sizes.", int),
+    "epochs": _space_list("epoch_counts", _S.epochs, "Space: training epochs.", int),
+    "width": _space_list("widths", _S.width, "Space: MLP hidden units (mlp only).", int),
+}
+_FEDERATED = {  # FederatedSearchSpace field -> (flag, kind), with --pipeline=federated
+    "client_learning_rate": _space_list(
+        "client_learning_rates", _F.client_learning_rate, "Space: client rates."
+    ),
+    "clip_norm": _space_list("clip_norms", _F.clip_norm, "Space: clip norms of a user's update."),
+    "clients_per_round": _space_list(
+        "clients_per_round_values", _F.clients_per_round, "Space: per round.", int
+    ),
+    "rounds": _space_list("round_counts", _F.rounds, "Space: rounds.", int),
+}
 flags.adopt_module_key_flags(_flags)  # the shared flags above are this binary's too (--help)
-_WIDTHS = flags.DEFINE_list(
-    "widths", [str(w) for w in _S.width], "Search space: MLP hidden units (--model=mlp only)."
+_PIPELINE = flags.DEFINE_enum(
+    "pipeline", "centralized", list(PIPELINES), "DP-SGD, or DP-FedAvg (user level)."
+)
+_NUM_CLIENTS = flags.DEFINE_integer(
+    "num_clients", 300, "federated: users (Dirichlet split of train).", lower_bound=2
 )
 _DIST = flags.DEFINE_enum("num_runs_distribution", DEFAULT_RUNS[0], list(DISTRIBUTIONS), "Distribution of K.")
 _MEAN = flags.DEFINE_float("mean_runs", DEFAULT_RUNS[1], "Mean number of runs K (> 1).")
@@ -59,21 +74,16 @@ _ETA = flags.DEFINE_float(
     "tnb_eta", DEFAULT_RUNS[2], "Shape eta of the truncated negative binomial, in (0, inf)."
 )
 _SCORE_NOISE = flags.DEFINE_float(
-    "score_noise", DEFAULT_SCORE_NOISE,
-    "Stddev of the Gaussian noise on each run's count of correct validation predictions (sensitivity 1).",
+    "score_noise", None, "Noise stddev on each run's count of correct validation predictions, per unit "
+    "of its sensitivity (1 example; federated: 5 predictions of one user). Default 10 (federated: 2).",
 )  # fmt: skip
-_VAL_FRACTION = flags.DEFINE_float(
-    "validation_fraction", DEFAULT_VALIDATION_FRACTION, "Validation share of train."
-)
+_VAL_FRACTION = flags.DEFINE_float("validation_fraction", DEFAULT_VALIDATION_FRACTION, "Validation share.")
 _ENGINE = flags.DEFINE_enum("engine", "auto", DP_SGD_ENGINES, "DP-SGD clipping engine (see README).")
 
 flags.mark_flag_as_required("target_epsilon")
-flags.register_validator(
-    "widths", lambda v: all(x.isdigit() and int(x) > 0 for x in v), "--widths must be ints > 0"
-)
 flags.register_validator("mean_runs", lambda v: v > 1, "--mean_runs must be > 1")
 flags.register_validator("tnb_eta", lambda v: v > 0, "--tnb_eta must be > 0")
-flags.register_validator("score_noise", lambda v: v > 0, "--score_noise must be > 0")
+flags.register_validator("score_noise", lambda v: v is None or v > 0, "--score_noise must be > 0")
 flags.register_validator(
     "validation_fraction", lambda v: 0 < v < 1, "--validation_fraction must be in (0, 1)"
 )
@@ -97,19 +107,20 @@ def main(argv: list[str]) -> None:
         runs = RunsDistribution(
             _DIST.value, _MEAN.value, _ETA.value if _DIST.value.startswith("trunc") else None
         )
-        space = SearchSpace(
-            learning_rate=tuple(_flags.parse_list(_LRS.value, float)),
-            l2_norm_clip=tuple(_flags.parse_list(_CLIPS.value, float)),
-            batch_size=tuple(_flags.parse_list(_BATCHES.value, int)),
-            epochs=tuple(_flags.parse_list(_EPOCHS.value, int)),
-            width=tuple(_flags.parse_list(_WIDTHS.value, int))
-            if _MODEL.value == "mlp" or _WIDTHS.present
-            else (),
-        )
+        federated = _PIPELINE.value == "federated"
+        lists = dict(_FEDERATED if federated else _CENTRAL)
+        if not federated and _MODEL.value != "mlp" and not _CENTRAL["width"][0].present:
+            lists.pop("width")  # the MLP widths default does not apply to other models
+        values = {
+            name: tuple(_flags.parse_list(holder.value, kind)) for name, (holder, kind) in lists.items()
+        }
+        space = (FederatedSearchSpace if federated else SearchSpace)(**values)
         config = TuningConfig(
             target_epsilon=_BUDGET.target_epsilon.value,
             runs=runs,
             space=space,
+            pipeline=_PIPELINE.value,
+            num_clients=_NUM_CLIENTS.value,
             dataset=_DATA.dataset.value,
             data_dir=_DATA.data_dir.value,
             download=_DATA.download.value,

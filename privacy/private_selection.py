@@ -27,8 +27,10 @@ import numpy as np
 from dp_accounting.dp_event import RepeatAndSelectDpEvent
 from dp_accounting.rdp import rdp_privacy_accountant
 
-from privacy.accounting import RDP_ORDERS, calibrate_noise, dp_sgd_event
-from privacy.config import DpSgdConfig
+from privacy.accounting import RDP_ORDERS, calibrate_noise, dp_sgd_event, fedavg_event
+from privacy.config import DpFedAvgConfig, DpSgdConfig
+
+RunConfig = DpSgdConfig | DpFedAvgConfig  # one run of the search: DP-SGD, or DP-FedAvg
 
 DISTRIBUTIONS = ("poisson", "geometric", "truncated_negative_binomial")
 
@@ -95,9 +97,21 @@ def score_event(score_noise: float) -> dp_accounting.DpEvent:
     return dp_accounting.GaussianDpEvent(score_noise)
 
 
-def per_run_event(dp: DpSgdConfig, score_noise: float) -> dp_accounting.DpEvent:
-    """One run of the search: DP-SGD training, then the release of its score."""
-    return dp_accounting.ComposedDpEvent([dp_sgd_event(dp), score_event(score_noise)])
+def training_event(run: RunConfig) -> dp_accounting.DpEvent:
+    """DP-SGD (add/remove one example) or DP-FedAvg with fixed clipping and Poisson client sampling
+    (add/remove one user): the add/remove events the RDP accountant composes with the score."""
+    if isinstance(run, DpSgdConfig):
+        return dp_sgd_event(run)
+    if run.aggregator != "fixed" or run.client_sampling != "poisson":
+        raise ValueError(
+            "the federated search accounts DP-FedAvg with fixed clipping and Poisson client sampling"
+        )
+    return fedavg_event(run)
+
+
+def per_run_event(run: RunConfig, score_noise: float) -> dp_accounting.DpEvent:
+    """One run of the search: its training, then the release of its score."""
+    return dp_accounting.ComposedDpEvent([training_event(run), score_event(score_noise)])
 
 
 def search_event(per_run: dp_accounting.DpEvent, runs: RunsDistribution) -> RepeatAndSelectDpEvent:
@@ -119,8 +133,8 @@ def search_epsilon(per_run: dp_accounting.DpEvent, runs: RunsDistribution, delta
 
 
 def calibrate_reference(
-    reference: DpSgdConfig, score_noise: float, runs: RunsDistribution, target_epsilon: float
-) -> DpSgdConfig:
+    reference: RunConfig, score_noise: float, runs: RunsDistribution, target_epsilon: float
+) -> RunConfig:
     """The reference configuration with the smallest noise whose *search* epsilon meets the target."""
     try:
         z = calibrate_noise(
@@ -131,12 +145,12 @@ def calibrate_reference(
     except ValueError as e:
         raise ValueError(
             f"target epsilon {target_epsilon} for the whole search is unreachable: {e}; "
-            "raise --target_epsilon, lower --mean_runs or the epochs, or raise --score_noise"
+            "raise --target_epsilon, lower --mean_runs or the epochs (rounds), or raise --score_noise"
         ) from None
     return reference.replace(noise_multiplier=z)
 
 
-def dominating_noise(candidate: DpSgdConfig, score_noise: float, reference_rdp: np.ndarray) -> DpSgdConfig:
+def dominating_noise(candidate: RunConfig, score_noise: float, reference_rdp: np.ndarray) -> RunConfig:
     """`candidate` with the smallest noise multiplier whose per-run RDP is at most `reference_rdp` at
     every order the accountant uses (the common RDP bound that Papernot-Steinke need)."""
 

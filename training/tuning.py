@@ -6,7 +6,8 @@ every trial; writes nothing) -> launch() (trains the K runs, releases the best) 
 The mechanism (`privacy/private_selection.py`, Papernot & Steinke 2022): K ~ the chosen distribution,
 drawn before the data is touched; each run trains a configuration sampled uniformly from the search
 space with DP-SGD on the training part, then releases a noisy count of its correct predictions on a
-validation split carved from the same private data (Gaussian noise `score_noise`, sensitivity 1);
+validation split carved from the same private data (Gaussian noise, `score_noise` times the count's
+sensitivity: 1 example centrally, a user's capped predictions federated);
 only the best run's model and score are released. Every run's noise multiplier is the smallest whose
 per-run RDP curve is dominated by the reference event's (largest batch size, most epochs), whose noise
 is calibrated so that RepeatAndSelect(reference) meets `target_epsilon` for the whole search.
@@ -42,8 +43,11 @@ RESULT_FILE = "result.json"
 # for the data holder, NOT covered by the guarantee (releasing it reveals K and every score).
 NOT_FOR_RELEASE = "not_for_release"
 TRIALS_FILE = os.path.join(NOT_FOR_RELEASE, "trials.csv")
-DEFAULT_SCORE_NOISE, DEFAULT_VALIDATION_FRACTION = 10.0, 0.15
+# score noise in units of the score's sensitivity (1 example; federated: one user's capped predictions)
+DEFAULT_SCORE_NOISE = {"centralized": 10.0, "federated": 2.0}
+DEFAULT_VALIDATION_FRACTION = 0.15
 DEFAULT_RUNS = ("truncated_negative_binomial", 3.0, 0.1)  # RunsDistribution(name, mean, eta)
+PIPELINES = ("centralized", "federated")
 SEARCH_SEED_SALT = 0x7E5  # K, the configurations and the score noise: apart from init and DP noise
 
 
@@ -77,14 +81,16 @@ class SearchSpace:
 class TuningConfig:
     target_epsilon: float
     runs: RunsDistribution
-    space: SearchSpace = SearchSpace()
+    space: Any = SearchSpace()  # SearchSpace, or training.federated.search.FederatedSearchSpace
+    pipeline: str = "centralized"  # or "federated": DP-FedAvg runs, user-level (README)
+    num_clients: int = 300  # federated: users the training split is partitioned into (Dirichlet(1))
     dataset: str = "digits"
     data_dir: str | None = None
     download: bool = False
     label_column: str = "label"
     model: str = "mlp"
     delta: float = 1e-5
-    score_noise: float = DEFAULT_SCORE_NOISE  # noise stddev on the count of correct validation predictions
+    score_noise: float | None = None  # noise multiplier of the score release; None: DEFAULT_SCORE_NOISE
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION
     engine: str = "auto"
     seed: int = 0
@@ -93,19 +99,28 @@ class TuningConfig:
     experiment_name: str = "tune"
 
     def __post_init__(self) -> None:
+        if self.score_noise is None and self.pipeline in PIPELINES:
+            object.__setattr__(
+                self, "score_noise", DEFAULT_SCORE_NOISE[self.pipeline]
+            )  # frozen: resolve once
         checks = [
             (self.target_epsilon > 0, f"target_epsilon must be > 0, got {self.target_epsilon}"),
             (0 < self.delta < 1, f"delta must be in (0, 1), got {self.delta}"),
             (0 < self.validation_fraction < 1, "validation_fraction must be in (0, 1)"),
             (self.engine in DP_SGD_ENGINES, f"engine must be one of {DP_SGD_ENGINES}"),
             (
-                self.score_noise > 0,
+                self.score_noise is not None and self.score_noise > 0,
                 f"score_noise must be > 0 (0 would release the exact validation score of private data), "
                 f"got {self.score_noise}",
             ),
             (
-                self.model == "mlp" or not self.space.width,
+                self.model == "mlp" or not getattr(self.space, "width", ()),
                 "width applies to the mlp model only: give no --widths for this model",
+            ),
+            (self.pipeline in PIPELINES, f"pipeline must be one of {PIPELINES}"),
+            (
+                (self.pipeline == "federated") == (type(self.space).__name__ == "FederatedSearchSpace"),
+                "the search space does not match the pipeline (federated runs need FederatedSearchSpace)",
             ),
         ]
         for ok, message in checks:
@@ -117,8 +132,8 @@ class TuningConfig:
 class Trial:
     index: int
     hparams: dict[str, Any]
-    dp: DpSgdConfig
-    plan: Any  # training.centralized.Plan
+    dp: Any  # the accounted run: DpSgdConfig, or DpFedAvgConfig
+    train: Any  # () -> the trained Keras model (validated in prepare, nothing written before)
     noisy_score: float | None = None  # noisy validation accuracy (the released selection score)
 
 
@@ -127,7 +142,8 @@ class SearchPlan:
     config: TuningConfig
     dataset: Dataset  # the test split is the full dataset's; the search never sees it
     validation: tuple[np.ndarray, np.ndarray]
-    reference: DpSgdConfig
+    reference: Any  # DpSgdConfig, or DpFedAvgConfig
+    side: Any  # _CentralizedSide or training.federated.search.FederatedSide
     runs_made: int
     trials: list[Trial]
     folder: RunFolder
@@ -179,13 +195,65 @@ def search_rng(config: TuningConfig, stream: int) -> np.random.Generator:
     return np.random.default_rng(None if config.secure_noise else [config.seed, SEARCH_SEED_SALT, stream])
 
 
-def reference_config(config: TuningConfig, num_examples: int) -> DpSgdConfig:
-    """The reference run (largest batch, most epochs): its search epsilon is calibrated to the target."""
-    space = config.space
-    if max(space.batch_size) > num_examples:
-        raise ValueError(f"batch size {max(space.batch_size)} exceeds the {num_examples} training examples")
-    check_delta(config.delta, num_examples, "example")
-    base = DpSgdConfig(num_examples, max(space.batch_size), max(space.epochs), 1.0, 1.0, config.delta)
+class _CentralizedSide:
+    """What the search needs from the centralized pipeline (the federated one: federated/search.py)."""
+
+    unit, score_scale = "example", 1  # one record changes the count of correct predictions by <= 1
+
+    def split(self, dataset: Dataset, config: TuningConfig, _in_validation) -> tuple[Dataset, tuple, int]:
+        part, validation = split_validation(dataset, config.validation_fraction, config.seed)
+        return part, validation, dataset.num_train
+
+    def reference(self, config: TuningConfig, num_examples: int) -> DpSgdConfig:
+        """The reference run: largest batch, most epochs (its noise is calibrated afterwards)."""
+        batch = max(config.space.batch_size)
+        if batch > num_examples:
+            raise ValueError(f"batch size {batch} exceeds the {num_examples} training examples")
+        return DpSgdConfig(num_examples, batch, max(config.space.epochs), 1.0, 1.0, config.delta)
+
+    def candidate(self, config: TuningConfig, hparams: dict[str, Any], n: int) -> DpSgdConfig:
+        return DpSgdConfig(
+            n, hparams["batch_size"], hparams["epochs"], 1.0, hparams["l2_norm_clip"], config.delta
+        )
+
+    def trial(
+        self, config: TuningConfig, hparams: dict[str, Any], dp: DpSgdConfig, index: int, root: str, part
+    ):
+        from training import centralized
+
+        trial_config = centralized.CentralizedConfig(
+            dataset=config.dataset, model=config.model, dp=True, noise_multiplier=dp.noise_multiplier,
+            delta=config.delta, engine=config.engine, seed=config.seed * 1000 + index,
+            secure_noise=config.secure_noise, root_output_dir=root, experiment_name=f"trial_{index:03d}",
+            **hparams,
+        )  # fmt: skip
+        plan = centralized.prepare(trial_config, part)
+        if plan.dp != dp:  # the run must train exactly the configuration accounted for
+            raise RuntimeError(f"trial {index}: planned {plan.dp}, accounted {dp}")
+        return lambda: centralized.fit(plan)
+
+    def per_run_details(self, ref: DpSgdConfig) -> dict[str, Any]:
+        names = ("num_examples", "batch_size", "epochs", "steps", "noise_multiplier")
+        return {name: getattr(ref, name) for name in names} | {"sampling": "poisson"}
+
+    @staticmethod
+    def steps(ref: DpSgdConfig) -> int:
+        return ref.steps
+
+
+def side_of(config: TuningConfig):
+    if config.pipeline == "federated":
+        from training.federated.search import FederatedSide
+
+        return FederatedSide()
+    return _CentralizedSide()
+
+
+def reference_config(config: TuningConfig, num_units: int, side=None):
+    """The reference run with the smallest noise whose *search* epsilon meets the target."""
+    side = side or side_of(config)
+    check_delta(config.delta, num_units, side.unit)
+    base = side.reference(config, num_units)
     return private_selection.calibrate_reference(base, config.score_noise, config.runs, config.target_epsilon)
 
 
@@ -199,7 +267,6 @@ def prepare(config: TuningConfig, dataset: Dataset | None = None) -> SearchPlan:
     """Everything before the first write: data, calibration, K, the K configurations, each trial's plan.
 
     `dataset` (already loaded, e.g. by the comparison) is used as given."""
-    from training import centralized
     from training.inputs import load_training_data
 
     folder = RunFolder(config.root_output_dir, config.experiment_name)
@@ -213,36 +280,29 @@ def prepare(config: TuningConfig, dataset: Dataset | None = None) -> SearchPlan:
         raise ValueError(
             f"the search scores runs by validation accuracy: {dataset.name} is not a classification task"
         )
-    # every record, in training or validation, is a privacy unit: delta < 1/N for the full N
-    check_delta(config.delta, dataset.num_train, "example")
-    part, validation = split_validation(dataset, config.validation_fraction, config.seed)
-    reference = reference_config(config, part.num_train)
+    side = side_of(config)
+    part, validation, num_units = side.split(dataset, config, in_validation)
+    # every unit, in training or validation, is a privacy unit: delta < 1/N for all N of them
+    check_delta(config.delta, num_units, side.unit)
+    n_train = part.num_train if side.unit == "example" else part.num_clients
+    reference = reference_config(config, n_train, side)
     reference_rdp = private_selection.rdp_curve(
         private_selection.per_run_event(reference, config.score_noise)
     )
     rng = search_rng(config, 1)
     runs_made = config.runs.draw(rng)
     trials = []
+    root = folder.file(os.path.join(NOT_FOR_RELEASE, "runs"))
     for i in range(runs_made):
         hparams = config.space.sample(rng)
-        candidate = DpSgdConfig(part.num_train, hparams["batch_size"], hparams["epochs"], 1.0,
-                                hparams["l2_norm_clip"], config.delta)  # fmt: skip
+        candidate = side.candidate(config, hparams, n_train)
         dp = private_selection.dominating_noise(candidate, config.score_noise, reference_rdp)
-        trial_config = centralized.CentralizedConfig(
-            dataset=config.dataset, model=config.model, dp=True, noise_multiplier=dp.noise_multiplier,
-            delta=config.delta, engine=config.engine, seed=config.seed * 1000 + i,
-            secure_noise=config.secure_noise, root_output_dir=folder.path, experiment_name=f"trial_{i:03d}",
-            **hparams,
-        )  # fmt: skip
-        plan = centralized.prepare(trial_config, part)
-        if plan.dp != dp:  # the run must train exactly the configuration accounted for
-            raise RuntimeError(f"trial {i}: planned {plan.dp}, accounted {dp}")
-        trials.append(Trial(i, hparams, dp, plan))
+        trials.append(Trial(i, hparams, dp, side.trial(config, hparams, dp, i, root, part)))
     fingerprint = dataclasses.asdict(config) | {"reference_noise_multiplier": reference.noise_multiplier}
     for name in ("root_output_dir", "data_dir", "download"):
         fingerprint.pop(name)
     folder.check_same_run(fingerprint)
-    return SearchPlan(config, dataset, validation, reference, runs_made, trials, folder, fingerprint)
+    return SearchPlan(config, dataset, validation, reference, side, runs_made, trials, folder, fingerprint)
 
 
 def guarantee(plan: SearchPlan) -> Guarantee:
@@ -253,12 +313,12 @@ def guarantee(plan: SearchPlan) -> Guarantee:
         event=private_selection.search_event(per_run, config.runs),
         accountant="rdp",
         delta=config.delta,
-        unit="example",
+        unit=plan.side.unit,
         adjacency="add_or_remove_one",
         sampling="poisson",
         noise_multiplier=ref.noise_multiplier,
         l2_norm_clip=None,  # each run has its own clip; the noise multiplier is relative to it
-        steps=ref.steps,
+        steps=plan.side.steps(ref),
         notes=(
             f"Private hyperparameter search (Papernot & Steinke 2022): a random number of runs K "
             f"({config.runs.name}, mean {config.runs.mean:g}), only the best run released; every run's "
@@ -274,16 +334,11 @@ def privacy_json(plan: SearchPlan) -> dict[str, Any]:
         "runs_made_note": "K is internal randomness of the mechanism: publishing it, or the table of all "
         "runs (trials.csv), is not covered by the guarantee.",
         "search_space": dataclasses.asdict(config.space),
-        "per_run": {
-            "num_examples": ref.num_examples,
-            "batch_size": ref.batch_size,
-            "epochs": ref.epochs,
-            "steps": ref.steps,
-            "noise_multiplier": ref.noise_multiplier,
-            "sampling": "poisson",
+        "per_run": plan.side.per_run_details(ref) | {
             "score": {
-                "mechanism": "gaussian on the count of correct validation predictions (sensitivity 1)",
-                "noise_stddev": config.score_noise,
+                "mechanism": "gaussian on the count of correct validation predictions, sensitivity "
+                f"{plan.side.score_scale} (one {plan.side.unit})",
+                "noise_stddev": config.score_noise * plan.side.score_scale,
                 "validation_examples": len(plan.validation[1]),
             },
         },
@@ -328,14 +383,11 @@ def launch(plan: SearchPlan, flags: dict[str, Any] | None = None, verbose: bool 
 
 
 def _run_trial(plan: SearchPlan, trial: Trial, rng: np.random.Generator):
-    from training.centralized import fit
-
-    model = fit(trial.plan)
+    model = trial.train()
     x_val, y_val = plan.validation
     logits = model.predict(x_val, batch_size=1024, verbose=0)
     correct = float(np.sum(np.argmax(logits, axis=1) == y_val))
-    noise = plan.config.score_noise
-    noisy = correct + (rng.normal(0.0, noise) if noise > 0 else 0.0)
+    noisy = correct + rng.normal(0.0, plan.config.score_noise * plan.side.score_scale)
     trial.noisy_score = noisy / len(y_val)
     _write_hparams(plan, trial)
     return model
@@ -375,8 +427,8 @@ _RESULT_NOTE = (
 
 def _trial_rows(plan: SearchPlan) -> list[dict[str, Any]]:
     return [
-        {"trial": t.index, **t.hparams, "noise_multiplier": t.dp.noise_multiplier, "steps": t.dp.steps,
-         "noisy_validation_accuracy": t.noisy_score}
+        {"trial": t.index, **t.hparams, "noise_multiplier": t.dp.noise_multiplier,
+         "steps": plan.side.steps(t.dp), "noisy_validation_accuracy": t.noisy_score}
         for t in plan.trials
     ]  # fmt: skip
 
@@ -430,11 +482,8 @@ def _trial_text(trial: Trial, total: int) -> str:
 
 
 def _selected_text(selected: dict[str, Any]) -> str:
-    hparams = {
-        k: selected[k]
-        for k in ("learning_rate", "l2_norm_clip", "batch_size", "epochs", "width")
-        if k in selected
-    }
+    skip = ("noise_multiplier", "noisy_validation_accuracy", "test_accuracy", "test_loss")
+    hparams = {k: v for k, v in selected.items() if k not in skip}
     return (
         f"{_hparams_text(hparams)}: noisy validation accuracy "
         f"{selected['noisy_validation_accuracy']:.3f}, test accuracy {selected['test_accuracy']:.4f}"

@@ -20,7 +20,14 @@ HELP_FLAGS = {
     "predict": ["--prediction_budget"],
     "tff_worker": ["--port"],
     "train_centralized": ["--engine", "--dataset", "--target_epsilon", "--local_dp_label_epsilon", "--seed"],
-    "tune": ["--num_runs_distribution", "--mean_runs", "--learning_rates", "--target_epsilon", "--seed"],
+    "tune": [
+        "--num_runs_distribution",
+        "--mean_runs",
+        "--learning_rates",
+        "--pipeline",
+        "--round_counts",
+        "--seed",
+    ],
     "train_federated": ["--clients_per_round", "--dataset", "--target_epsilon", "--local_dp_label_epsilon"],
 }
 

@@ -37,6 +37,7 @@ def test_default_search_on_digits_meets_its_floor(run_binary, tmp_path):
         (["--batch_sizes=100000"], "exceeds"),
         (["--model=cnn", "--widths=32"], "width applies to the mlp model only"),
         (["--score_noise=0"], "--score_noise must be > 0"),
+        (["--pipeline=federated", "--clients_per_round_values=100000"], "exceed the"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(run_binary, tmp_path, args, message):

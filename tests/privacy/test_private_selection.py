@@ -110,3 +110,16 @@ def test_pinned_to_the_values_measured_in_the_issue(runs, expected):
     one_run = dp_sgd_event(DpSgdConfig(1437, 512, 100, 9.7))
     assert epsilon_of(one_run, "rdp", "add_or_remove_one", 1e-5) == pytest.approx(2.86, abs=0.005)
     assert ps.search_epsilon(one_run, runs, 1e-5) == pytest.approx(expected, abs=0.005)
+
+
+def test_federated_runs_are_accounted_only_where_the_event_is_add_remove():
+    from privacy.config import DpFedAvgConfig
+
+    fixed = DpFedAvgConfig(300, 30, 50, 1.0)
+    assert ps.search_epsilon(ps.per_run_event(fixed, 2.0), RUNS[1], 1e-5) > 0
+    for other in (fixed.replace(aggregator="adaptive"), fixed.replace(client_sampling="uniform")):
+        with pytest.raises(ValueError, match="fixed clipping and Poisson"):
+            ps.per_run_event(other, 2.0)
+    ref_rdp = ps.rdp_curve(ps.per_run_event(fixed, 2.0))
+    dp = ps.dominating_noise(DpFedAvgConfig(300, 20, 40, 1.0), 2.0, ref_rdp)
+    assert ps.dominates(ps.rdp_curve(ps.per_run_event(dp, 2.0)), ref_rdp) and dp.noise_multiplier < 1.0

@@ -127,3 +127,43 @@ def test_the_validation_split_is_per_record_so_adding_one_moves_no_other():
     assert np.array_equal(side[:-1], grown)
     assert 0.1 < side.mean() < 0.2  # Bernoulli(0.15) per record
     assert not np.array_equal(side, tuning.in_validation(ds.x_train, ds.y_train, 0.15, seed=4))
+
+
+@pytest.mark.slow
+def test_federated_search_states_a_user_level_epsilon_for_the_whole_search(tmp_path):
+    """--pipeline=federated: DP-FedAvg runs (fixed clip, Poisson clients), scored on validation users."""
+    from privacy.config import DpFedAvgConfig
+    from training.federated.search import VALIDATION_EXAMPLES_PER_USER, FederatedSearchSpace
+
+    space = FederatedSearchSpace(
+        client_learning_rate=(0.1,), clip_norm=(0.5, 1.0), clients_per_round=(8, 12), rounds=(3, 5)
+    )
+    runs = RunsDistribution("geometric", 2.0)
+    config = tuning.TuningConfig(target_epsilon=8.0, runs=runs, space=space, pipeline="federated",
+                                 num_clients=80, seed=1, root_output_dir=str(tmp_path))  # fmt: skip
+    result = tuning.run(config, verbose=False)
+    privacy, per_run = result.privacy, result.privacy["tuning"]["per_run"]
+    assert privacy["unit"] == "user" and privacy["adjacency"] == "add/remove one user"
+    assert per_run["score"]["noise_stddev"] == 2.0 * VALIDATION_EXAMPLES_PER_USER  # default 2 x sensitivity
+    step = dp_accounting.PoissonSampledDpEvent(
+        per_run["clients_per_round"] / per_run["num_clients"],
+        dp_accounting.GaussianDpEvent(per_run["noise_multiplier"]),
+    )
+    event = dp_accounting.ComposedDpEvent(
+        [dp_accounting.SelfComposedDpEvent(step, per_run["rounds"]), dp_accounting.GaussianDpEvent(2.0)]
+    )
+    accountant = dp_accounting.rdp.RdpAccountant([1 + x / 10 for x in range(1, 100)] + list(range(11, 64)))
+    accountant.compose(RepeatAndSelectDpEvent(event, 2.0, 1.0))
+    assert privacy["epsilon"] <= 8.0
+    assert privacy["epsilon"] == pytest.approx(accountant.get_epsilon(1e-5), rel=0.02)
+    ref = DpFedAvgConfig(
+        per_run["num_clients"], per_run["clients_per_round"], per_run["rounds"], per_run["noise_multiplier"]
+    )
+    ref_rdp = ps.rdp_curve(ps.per_run_event(ref, 2.0))
+    for row in result.trials:
+        dp = DpFedAvgConfig(ref.num_clients, int(row["clients_per_round"]), int(row["rounds"]),
+                            float(row["noise_multiplier"]), float(row["clip_norm"]))  # fmt: skip
+        assert ps.dominates(ps.rdp_curve(ps.per_run_event(dp, 2.0)), ref_rdp), row
+    assert 0 <= result.selected["test_accuracy"] <= 1 and os.path.isdir(
+        os.path.join(result.output_dir, "model")
+    )
