@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import json
 import tempfile
-import threading
 import time
 
 import numpy as np
 from absl import flags
 
+from benchmarks._memory import PeakRss
 from pipelines import _app
 
 SHAPES = {  # per-shape defaults: (population, model, clients, per round, epochs, batch, timed rounds)
@@ -43,32 +43,6 @@ _CPR = flags.DEFINE_integer(
 _ROUNDS = flags.DEFINE_integer("rounds", None, "Timed rounds (default by --shape).", lower_bound=1)
 _VARIANTS = flags.DEFINE_bool("variants", True, "Also time every client-run setting side by side.")
 _WARMUP = 2
-
-
-class PeakMemory:
-    """Largest RSS of this process plus its children (the TFF worker), sampled every 0.2 s."""
-
-    def __init__(self) -> None:
-        import psutil
-
-        self.me, self.peak, self._stop = psutil.Process(), 0, threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-
-    def _poll(self) -> None:
-        while not self._stop.wait(0.2):
-            try:
-                procs = [self.me, *self.me.children(recursive=True)]
-                self.peak = max(self.peak, sum(p.memory_info().rss for p in procs))
-            except Exception:  # noqa: BLE001 - a child that just exited
-                continue
-
-    def __enter__(self) -> PeakMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def _population(shape: dict):
@@ -138,7 +112,7 @@ def measure() -> dict:
     pop = _population(shape)
     variants = VARIANTS if _VARIANTS.value else VARIANTS[:1]
     rows = []
-    with tempfile.TemporaryDirectory() as out, PeakMemory() as memory:
+    with tempfile.TemporaryDirectory() as out, PeakRss() as memory:
         for i, variant in enumerate(variants):
             cfg = _config(shape, cpr, _WARMUP + rounds, out, f"run{i}", variant)
             timed = _timed(cfg, pop)

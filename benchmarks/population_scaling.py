@@ -14,13 +14,11 @@ by the (small) numpy arrays of the population.
 from __future__ import annotations
 
 import tempfile
-import threading
-import time
 
 import numpy as np
-import psutil
 from absl import flags
 
+from benchmarks._memory import PeakRss
 from pipelines import _app
 
 _POPULATIONS = flags.DEFINE_list("populations", ["1000", "10000"], "Population sizes to compare.")
@@ -34,35 +32,6 @@ _REPEATS = flags.DEFINE_integer(
     lower_bound=1,
 )
 _MEMORY_LIMIT_GB = 3.0
-
-
-class PeakRss:
-    """Peak RSS of this process and all its children (the TFF worker), sampled in a thread."""
-
-    def __init__(self, interval_s: float = 0.05) -> None:
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, args=(interval_s,), daemon=True)
-
-    def _loop(self, interval_s: float) -> None:
-        me = psutil.Process()
-        while not self._stop.is_set():
-            total = me.memory_info().rss
-            for child in me.children(recursive=True):
-                try:
-                    total += child.memory_info().rss
-                except psutil.NoSuchProcess:
-                    pass
-            self.peak = max(self.peak, total)
-            time.sleep(interval_s)
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def synthetic_population(num_clients: int, per_client: int, seed: int = 0):

@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
-import math
 import os
 import time
 from typing import Any
@@ -51,30 +50,34 @@ PIPELINES = ("centralized", "federated")
 SEARCH_SEED_SALT = 0x7E5  # K, the configurations and the score noise: apart from init and DP noise
 
 
-@dataclasses.dataclass(frozen=True)
-class SearchSpace:
-    """Values each run samples from, uniformly and independently (before any data is seen)."""
+class SpaceSampling:
+    """Checks and uniform sampling shared by the search spaces (fields: tuples of values > 0)."""
 
-    learning_rate: tuple[float, ...] = (0.05, 0.1)
-    l2_norm_clip: tuple[float, ...] = (1.0,)
-    batch_size: tuple[int, ...] = (1024,)
-    epochs: tuple[int, ...] = (200,)
-    width: tuple[int, ...] = (64, 128)  # MLP hidden units (mlp only; empty for other models)
+    OPTIONAL: tuple[str, ...] = ()  # fields that may be empty (then not searched)
 
     def __post_init__(self) -> None:
         for name, values in dataclasses.asdict(self).items():
-            if not values and name != "width":
+            if not values and name not in self.OPTIONAL:
                 raise ValueError(f"the search space is empty: give at least one value for {name}")
             if any(not (v > 0) for v in values):
                 raise ValueError(f"every {name} in the search space must be > 0, got {list(values)}")
 
     def sample(self, rng: np.random.Generator) -> dict[str, Any]:
+        """One configuration, each value uniform and independent (before any data is seen)."""
         space = {name: values for name, values in dataclasses.asdict(self).items() if values}
         return {name: values[int(rng.integers(len(values)))] for name, values in space.items()}
 
-    @property
-    def size(self) -> int:
-        return math.prod(len(v) for v in dataclasses.asdict(self).values() if v)
+
+@dataclasses.dataclass(frozen=True)
+class SearchSpace(SpaceSampling):
+    """The centralized (DP-SGD) search space."""
+
+    OPTIONAL = ("width",)
+    learning_rate: tuple[float, ...] = (0.05, 0.1)
+    l2_norm_clip: tuple[float, ...] = (1.0,)
+    batch_size: tuple[int, ...] = (1024,)
+    epochs: tuple[int, ...] = (200,)
+    width: tuple[int, ...] = (64, 128)  # MLP hidden units (mlp only; empty for other models)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,7 +122,7 @@ class TuningConfig:
             ),
             (self.pipeline in PIPELINES, f"pipeline must be one of {PIPELINES}"),
             (
-                (self.pipeline == "federated") == (type(self.space).__name__ == "FederatedSearchSpace"),
+                (self.pipeline == "federated") != isinstance(self.space, SearchSpace),
                 "the search space does not match the pipeline (federated runs need FederatedSearchSpace)",
             ),
         ]

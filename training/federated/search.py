@@ -19,12 +19,13 @@ import numpy as np
 from data.clients import ClientPopulation
 from data.datasets import Dataset
 from privacy.config import DpFedAvgConfig
+from training.tuning import SpaceSampling
 
 VALIDATION_EXAMPLES_PER_USER = 5  # the sensitivity of the score's count under add/remove one user
 
 
 @dataclasses.dataclass(frozen=True)
-class FederatedSearchSpace:
+class FederatedSearchSpace(SpaceSampling):
     """Values each federated run samples from, uniformly and independently."""
 
     client_learning_rate: tuple[float, ...] = (0.05, 0.1)
@@ -32,22 +33,11 @@ class FederatedSearchSpace:
     clients_per_round: tuple[int, ...] = (30,)
     rounds: tuple[int, ...] = (50,)
 
-    def __post_init__(self) -> None:
-        for name, values in dataclasses.asdict(self).items():
-            if not values:
-                raise ValueError(f"the search space is empty: give at least one value for {name}")
-            if any(not (v > 0) for v in values):
-                raise ValueError(f"every {name} in the search space must be > 0, got {list(values)}")
-
-    def sample(self, rng: np.random.Generator) -> dict[str, Any]:
-        space = {name: values for name, values in dataclasses.asdict(self).items() if values}
-        return {name: values[int(rng.integers(len(values)))] for name, values in space.items()}
-
 
 class FederatedSide:
     """What the search needs from the federated pipeline: split, reference, candidates, trials."""
 
-    unit, steps_name = "user", "rounds"
+    unit = "user"
     score_scale = VALIDATION_EXAMPLES_PER_USER
 
     def split(self, dataset: Dataset, config, in_validation) -> tuple[ClientPopulation, tuple, int]:
