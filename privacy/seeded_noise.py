@@ -3,8 +3,9 @@
 TF-Privacy's `GaussianSumQuery` (under TFF's fixed and adaptive DP aggregators) draws its noise with
 an unseeded `tf.random_normal_initializer`, so two runs with the same seed differ, and no run can be
 reproduced. `SeededNoiseQuery` wraps any such query: its global state carries a counter seed
-[run seed, round]; while the wrapped query builds its noise, every Gaussian draw becomes
-`tf.random.stateless_normal` with a seed folded from that state and the draw's index; the round part
+[run seed, round]; while the wrapped query builds its noise, every Gaussian draw (every tensor of
+every initializer) becomes `tf.random.stateless_normal` with a seed folded from that state, the
+initializer's index and the call's index, so no two tensors share a stream; the round part
 then advances. The noise of round r is therefore a function of (run seed, r): reproducible, different
 in every round, and a run resumed from a checkpoint (which saves the state) draws what an
 uninterrupted run would have. The distribution is unchanged: N(0, stddev^2) per coordinate, so the
@@ -40,10 +41,19 @@ class _StatelessTf:
         return getattr(tf, name)
 
     def random_normal_initializer(self, mean: float = 0.0, stddev: float = 1.0, seed: Any = None):
+        """An initializer whose every CALL draws from its own stream.
+
+        TF-Privacy's `GaussianSumQuery` builds one initializer and calls it once per tensor of the
+        update: a seed fixed per initializer would give every tensor a prefix of the same stream
+        (and differences between tensors without noise). The seed is therefore folded from the
+        state's seed, the initializer's index and the call's index: one stream per draw.
+        """
         del seed  # the state's seed replaces it
-        draw_seed = tf.random.experimental.stateless_fold_in(self._seed, next(self._draws))
+        initializer_seed = tf.random.experimental.stateless_fold_in(self._seed, next(self._draws))
+        calls = itertools.count()
 
         def initializer(shape, dtype=tf.float32):
+            draw_seed = tf.random.experimental.stateless_fold_in(initializer_seed, next(calls))
             return tf.random.stateless_normal(shape, seed=draw_seed, mean=mean, stddev=stddev, dtype=dtype)
 
         return initializer
