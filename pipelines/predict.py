@@ -6,8 +6,11 @@
 Each query costs --prediction_epsilon (basic composition). The ledger
 <model_dir>/../prediction_ledger.json fixes the total budget on first use; a batch that
 would take the total past it is refused as a whole (no query answered) with exit code 3 and one
-line. The answers are written (to --output_file, atomically, or to stdout as CSV) only once their
-cost is in the ledger, and charged only if they could be written.
+line. Charge first: the batch's cost is committed to the ledger before any answer exists outside
+this process, and only then are the answers written (to --output_file, atomically, or to stdout as
+CSV). So a run killed or stalled at any point never leaves an uncharged answer. If writing fails
+after the charge, one line says the budget was charged but the answers were not delivered (exit
+code 4): an undelivered answer loses budget, never privacy.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from absl import flags
 from pipelines import _app
 
 EXIT_BUDGET_EXCEEDED = 3
+EXIT_NOT_DELIVERED = 4  # charged, but the answers could not be written
 
 _MODEL_DIR = flags.DEFINE_string(
     "model_dir", None, "Keras SavedModel folder (a run's model/).", required=True
@@ -46,7 +50,9 @@ _BUDGET = flags.DEFINE_float(
 _DELTA_BUDGET = flags.DEFINE_float(
     "prediction_delta_budget", None, "Total delta (Gaussian scores); fixed on first use (default 0 then)."
 )
-_OUTPUT_FILE = flags.DEFINE_string("output_file", None, "CSV of the released answers (one row per query).")
+_OUTPUT_FILE = flags.DEFINE_string(
+    "output_file", None, "CSV of the released answers (one row per query), written after the charge."
+)
 _SEED = flags.DEFINE_integer(
     "seed", None, "Noise seed, FOR TESTS ONLY: predictable noise can be subtracted. Default: OS entropy."
 )
@@ -95,6 +101,8 @@ def main(argv: list[str]) -> None:
             )
         except BudgetExceededError as e:
             raise _app.Exit(str(e), code=EXIT_BUDGET_EXCEEDED) from None
+        except prediction.NotDeliveredError as e:
+            raise _app.Exit(str(e), code=EXIT_NOT_DELIVERED) from None
     # the summary goes to stderr when the answers themselves went to stdout
     out = sys.stdout if _OUTPUT_FILE.value else sys.stderr
     state = result.ledger

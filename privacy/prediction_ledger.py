@@ -165,38 +165,19 @@ class PredictionLedger:
         delta_budget: float | None = None,
         note: str = "",
     ) -> LedgerState:
-        """Atomically records the cost of `num_queries` answers, or raises BudgetExceededError.
+        """Durably records the cost of `num_queries` answers, or raises BudgetExceededError.
 
-        Called BEFORE the answers are released: under the lock we read, check and write the new
-        total, so two processes can never both spend the last of it.
+        Called BEFORE any of the answers exists outside the caller's memory (charge first): under
+        the lock we read, check and write the new total, so two processes can never both spend the
+        last of it, and it is on disk when this returns. There is no refund: a charged answer that
+        was then not delivered loses budget, never privacy.
         """
         if num_queries <= 0:
             raise ValueError(f"num_queries must be > 0, got {num_queries}")
-        return self._record(num_queries, config, epsilon_budget, delta_budget, note)
-
-    def refund(self, num_queries: int, config: PredictionConfig, note: str) -> LedgerState:
-        """Takes back the cost of answers that were never released (their delivery failed).
-
-        Only for answers that provably left no trace outside this process: a refund of answers
-        someone saw would understate what was spent.
-        """
-        if num_queries <= 0:
-            raise ValueError(f"num_queries must be > 0, got {num_queries}")
-        return self._record(-num_queries, config, None, None, "refund: " + note)
-
-    def _record(
-        self,
-        num_queries: int,
-        config: PredictionConfig,
-        epsilon_budget: float | None,
-        delta_budget: float | None,
-        note: str,
-    ) -> LedgerState:
         with self._locked():
             data = self._resolve(self._read(), epsilon_budget, delta_budget)
             state = self._state(data)
-            if num_queries > 0:
-                _require_affordable(state, num_queries, config, self.path)
+            _require_affordable(state, num_queries, config, self.path)
             eps_cost = num_queries * _exact(config.epsilon)
             delta_cost = num_queries * _exact(config.delta)
             data = dict(data)
@@ -238,8 +219,13 @@ def _require_affordable(state: LedgerState, num_queries: int, config: Prediction
 
 
 def _replace_file(path: str, text: str) -> None:
-    """Writes `text` to a temporary file beside `path`, then renames it over `path` (atomic)."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-ledger-")
+    """Writes `text` to a temporary file beside `path`, then renames it over `path` (atomic).
+
+    The folder is synced after the rename so the new total survives a power loss too: the answers
+    written after a spend must never outlive the record of it.
+    """
+    folder = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-ledger-")
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
@@ -249,3 +235,8 @@ def _replace_file(path: str, text: str) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

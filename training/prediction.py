@@ -138,19 +138,22 @@ class PredictResult:
         ]
 
 
+class NotDeliveredError(Exception):
+    """The answers' cost is in the ledger but writing them failed: budget lost, no privacy lost."""
+
+
 class Delivery:
     """Where released answers go: a CSV file (written atomically) or, without one, standard output.
 
-    `stage` writes the answers to a temporary file beside the destination before anything is spent,
-    which proves the folder writable; `commit` renames it into place (or prints them) after the spend;
-    `discard` removes what was staged. So answers are never charged without being delivered, and never
-    delivered without being charged.
+    Charge first: `check_writable` runs before the spend and writes no answer (an empty probe file,
+    removed at once), `write` runs only after the spend is committed. So a process killed, or held
+    on the ledger's lock, at any point leaves no uncharged answer anywhere: an answer that exists
+    was paid for. The price is that an answer charged but then not written (disk full, folder
+    removed, a kill) loses its budget; that loses budget, never privacy.
     """
 
     def __init__(self, output_file: str | None) -> None:
         self.output_file = output_file
-        self._text: str | None = None
-        self._tmp: str | None = None
         if output_file is not None:
             folder = os.path.dirname(os.path.abspath(output_file))
             if not os.path.isdir(folder):
@@ -158,31 +161,34 @@ class Delivery:
             if os.path.isdir(output_file):
                 raise ValueError(f"--output_file={output_file} is a folder; give a file name")
 
-    def stage(self, rows: list[dict]) -> None:
-        self._text = csv_text(rows)
+    def _folder(self) -> str:
+        return os.path.dirname(os.path.abspath(self.output_file))
+
+    def check_writable(self) -> None:
+        """Before the spend: a file can be created beside the destination (nothing is left there)."""
         if self.output_file is None:
             return
-        folder = os.path.dirname(os.path.abspath(self.output_file))
         try:
-            fd, self._tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-answers-", suffix=".csv")
-            with os.fdopen(fd, "w") as f:
-                f.write(self._text)
+            fd, probe = tempfile.mkstemp(dir=self._folder(), prefix=".tmp-probe-")
+            os.close(fd)
+            os.unlink(probe)
         except OSError as e:
-            self.discard()
             raise ValueError(f"cannot write --output_file={self.output_file}: {e.strerror or e}") from e
 
-    def commit(self) -> None:
+    def write(self, text: str) -> None:
+        """After the spend: the answers to stdout, or to a temporary file renamed over the destination."""
         if self.output_file is None:
-            sys.stdout.write(self._text or "")
+            sys.stdout.write(text)
             sys.stdout.flush()
-        else:
-            os.replace(self._tmp, self.output_file)
-            self._tmp = None
-
-    def discard(self) -> None:
-        if self._tmp and os.path.exists(self._tmp):
-            os.unlink(self._tmp)
-        self._tmp = None
+            return
+        fd, tmp = tempfile.mkstemp(dir=self._folder(), prefix=".tmp-answers-", suffix=".csv")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            os.replace(tmp, self.output_file)
+        finally:  # a half-written file of charged answers is no leak, only clutter
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
 
 def answer_queries(
@@ -195,8 +201,11 @@ def answer_queries(
     rng: np.random.Generator | None = None,
     delivery: Delivery | None = None,
 ) -> PredictResult:
-    """Checks the budget, scores, stages the noisy answers, spends, then delivers them.
+    """Checks the budget, scores, draws the noisy answers in memory, commits the spend, then writes them.
 
+    The spend comes before any answer leaves this process (file or stdout), so killing it at any
+    point never leaves an uncharged answer; a write that fails after the charge raises
+    NotDeliveredError and the budget stays spent (no refund: a partial write may have been read).
     `rng=None` draws the noise from OS entropy: DP noise must be unpredictable, a known seed
     would let anyone subtract it. Pass a seeded generator in tests only. Without `delivery` the
     answers are only returned (the caller releases them; they are charged either way).
@@ -207,21 +216,21 @@ def answer_queries(
     probs = model_probabilities(model_dir, x)  # not released
     rng = np.random.default_rng() if rng is None else rng
     answers = release(probs, config, rng)
-    note = f"model {os.path.abspath(model_dir)}"
-    if delivery is None:
-        state = ledger.spend(len(x), config, epsilon_budget, delta_budget, note=note)
-        return PredictResult(answers, labels, state, config)
     result = PredictResult(answers, labels, None, config)
-    delivery.stage(result.rows())
-    try:
-        state = ledger.spend(len(x), config, epsilon_budget, delta_budget, note=note)
-    except BaseException:
-        delivery.discard()
-        raise
-    try:
-        delivery.commit()
-    except OSError:
-        delivery.discard()
-        ledger.refund(len(x), config, note=f"{note}: delivery failed, the answers were discarded")
-        raise
+    text = None if delivery is None else csv_text(result.rows())  # in memory only, until charged
+    if delivery is not None:
+        delivery.check_writable()
+    note = f"model {os.path.abspath(model_dir)}"
+    state = ledger.spend(len(x), config, epsilon_budget, delta_budget, note=note)
+    if delivery is not None:
+        try:
+            delivery.write(text)
+        except OSError as e:
+            where = f"--output_file={delivery.output_file}" if delivery.output_file else "standard output"
+            cost = f"epsilon {config.epsilon:g}" + (f", delta {config.delta:g}" if config.uses_delta else "")
+            raise NotDeliveredError(
+                f"the prediction budget was charged for {len(x)} queries ({cost} each) but the answers "
+                f"were not delivered: cannot write {where}: {e.strerror or e}; that budget is spent "
+                f"(ledger: {ledger.path})"
+            ) from e
     return dataclasses.replace(result, ledger=state)

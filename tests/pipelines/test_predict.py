@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from fractions import Fraction
 
 import pytest
@@ -95,3 +102,108 @@ def test_binary_budget_holds_across_process_restarts(saved_digits_model, tmp_pat
     data = json.loads(open(led.ledger_path(model)).read())
     assert Fraction(data["epsilon_spent"]) == 1 == Fraction(data["epsilon_budget"])
     assert data["queries_answered"] == 4 and len(data["entries"]) == 2
+
+
+def _waiting_for(lock_path: str) -> set[int]:
+    """PIDs blocked in flock() on `lock_path`: the kernel lists waiters in /proc/locks after '->'."""
+    inode = os.stat(lock_path).st_ino
+    pids = set()
+    with open("/proc/locks") as f:
+        for line in f:
+            parts = line.split()
+            if "->" in parts:  # "N: -> FLOCK ADVISORY WRITE <pid> <maj:min:inode> <start> <end>"
+                pid, device = parts[parts.index("->") + 4 : parts.index("->") + 6]
+                if int(device.rsplit(":", 1)[1]) == inode:
+                    pids.add(int(pid))
+    return pids
+
+
+def _entries(ledger_file: str) -> list[dict]:
+    return json.loads(open(ledger_file).read())["entries"] if os.path.exists(ledger_file) else []
+
+
+def _rows_on_disk(folder: str) -> int:
+    """Answer rows in every file of `folder`, staged or final (a header line is not an answer)."""
+    if not os.path.isdir(folder):
+        return 0
+    return sum(max(0, len(open(os.path.join(folder, n)).read().splitlines()) - 1) for n in os.listdir(folder))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not os.path.exists("/proc/locks"), reason="needs Linux /proc/locks to see a blocked flock"
+)
+def test_killing_predict_at_any_point_never_leaves_an_uncharged_answer(
+    saved_digits_model, tmp_path, binary_env, repo
+):
+    # Four predict processes on one model, each held at the ledger's lock by this test (anyone who
+    # can run predict can hold it). While they wait, no answer may exist anywhere. Then: one is
+    # SIGKILLed while blocked, one loses its output folder (the write after the charge fails), one
+    # is SIGKILLed as soon as its charge is in the ledger, one finishes. Whenever an answer row is
+    # on disk, the ledger holds the spend of that process.
+    model = tmp_path / "run" / "model"
+    shutil.copytree(saved_digits_model, model)  # a fresh ledger: other tests spend on the shared model
+    ledger_file = led.ledger_path(str(model))
+    lock_path = led.PredictionLedger(ledger_file).lock_path
+    n = 50
+    roles = ["killed_blocked", "folder_removed", "killed_after_charge", "finishes"]
+    folders = {role: tmp_path / role for role in roles}
+    procs: dict[str, subprocess.Popen] = {}
+    lock = open(lock_path, "a")
+    fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+    try:
+        for role in roles:
+            folders[role].mkdir()
+            procs[role] = subprocess.Popen(
+                [sys.executable, "-m", "pipelines.predict", f"--model_dir={model}", "--dataset=digits",
+                 f"--num_queries={n}", "--prediction_epsilon=0.1", "--prediction_budget=1000",
+                 f"--output_file={folders[role] / 'answers.csv'}"],
+                cwd=repo, env=binary_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )  # fmt: skip
+        deadline = time.monotonic() + 240
+        while _waiting_for(lock_path) != {p.pid for p in procs.values()}:
+            exited = {r: p.communicate()[1] for r, p in procs.items() if p.poll() is not None}
+            assert not exited, f"predict exited before reaching the ledger: {exited}"
+            assert time.monotonic() < deadline, "predict never blocked on the ledger's lock"
+            time.sleep(0.2)
+        for role in roles:  # blocked at the charge: no answer exists, staged or final
+            assert os.listdir(folders[role]) == [], (role, os.listdir(folders[role]))
+        assert _entries(ledger_file) == []
+
+        procs["killed_blocked"].kill()
+        procs["killed_blocked"].wait()
+        shutil.rmtree(folders["folder_removed"])
+        fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+        target = procs["killed_after_charge"].pid
+        deadline = time.monotonic() + 120
+        while not any(e["pid"] == target for e in _entries(ledger_file)):
+            assert procs["killed_after_charge"].poll() is None and time.monotonic() < deadline
+            time.sleep(0.001)
+        os.kill(target, signal.SIGKILL)
+        outputs = {role: p.communicate(timeout=240) for role, p in procs.items()}
+    finally:
+        lock.close()
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+    entries = _entries(ledger_file)
+    charged = {role: sum(e["num_queries"] for e in entries if e["pid"] == p.pid) for role, p in procs.items()}
+    for role in roles:
+        rows = _rows_on_disk(str(folders[role]))
+        assert rows == 0 or charged[role] == n, f"{role}: {rows} answer rows on disk, {charged[role]} charged"
+    assert charged == {"killed_blocked": 0, "folder_removed": n, "killed_after_charge": n, "finishes": n}
+    assert procs["finishes"].returncode == 0, outputs["finishes"][1]
+    assert _rows_on_disk(str(folders["finishes"])) == n
+    assert procs["killed_blocked"].returncode == procs["killed_after_charge"].returncode == -signal.SIGKILL
+    err = outputs["folder_removed"][1].strip()
+    assert procs["folder_removed"].returncode == pred_exit_not_delivered(), err
+    assert "\n" not in err and "charged" in err and "not delivered" in err and "Traceback" not in err, err
+    assert json.loads(open(ledger_file).read())["queries_answered"] == 3 * n
+
+
+def pred_exit_not_delivered() -> int:
+    from pipelines.predict import EXIT_NOT_DELIVERED
+
+    return EXIT_NOT_DELIVERED
