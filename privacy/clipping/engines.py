@@ -15,7 +15,8 @@ other at noise 0; none adds noise (that is `privacy.noise`, once, for all of the
   TF-Privacy's ``DPModel`` falls back to); works for any model.
 * ``auto``: the first of ghost, fast, vectorized that supports the model.
 
-An engine is one builder function plus one "why not" function in the table `ENGINES`.
+An engine is one builder function plus one "why not" function in the table `ENGINES`. Before any of
+them, `dp_refusal` turns away what no engine can make private (trainable BatchNormalization).
 """
 
 from __future__ import annotations
@@ -115,7 +116,11 @@ def ghost(model: tf.keras.Model, loss_fn: LossFn, l2_norm_clip: float) -> Clippe
         weights = tf.minimum(1.0, l2_norm_clip / tf.maximum(tf.sqrt(squared), 1e-12))
         sums = {}
         for r, g in zip(records, grads):
-            sums.update(r.clipped_sums(g, weights))
+            for ref, total in r.clipped_sums(g, weights).items():
+                # a second record for a variable is a layer called twice: its norms lack cross terms
+                if ref in sums:
+                    raise ValueError(f"engine 'ghost' cannot clip {ref.deref().name}: {SHARED_LAYER_WHY}")
+                sums[ref] = total
         return [sums[v.ref()] for v in variables]
 
     return clipped_sum
@@ -141,6 +146,91 @@ def vectorized(model: tf.keras.Model, loss_fn: LossFn, l2_norm_clip: float) -> C
     return clipped_sum
 
 
+def _sublayers(model: tf.keras.Model) -> list[tf.keras.layers.Layer]:
+    """Every layer inside `model`, nested models and layers' own sub-layers included."""
+    return [m for m in model.submodules if isinstance(m, tf.keras.layers.Layer)]
+
+
+def _names(layers: list[tf.keras.layers.Layer]) -> str:
+    return ", ".join(sorted(f"{layer.name!r} ({type(layer).__name__})" for layer in layers))
+
+
+_L = tf.keras.layers
+BATCH_NORMALIZATION = (_L.BatchNormalization, _L.experimental.SyncBatchNormalization)
+
+
+def dp_refusal(model: tf.keras.Model) -> str | None:
+    """Why no engine can train `model` under DP, or None; consulted by `resolve_engine` for every engine.
+
+    A trainable BatchNormalization normalizes each example with statistics of the whole batch, so one
+    example changes the others' outputs and gradients (per-example clipping no longer bounds its
+    influence), and its moving statistics are updated without noise and released with the model.
+    Frozen (trainable=False), Keras runs it in inference mode with fixed statistics: that is safe.
+    """
+    batch_norms = [
+        layer for layer in _sublayers(model) if isinstance(layer, BATCH_NORMALIZATION) and layer.trainable
+    ]
+    if not batch_norms:
+        return None
+    return (
+        f"DP-SGD cannot train BatchNormalization layers ({_names(batch_norms)}): BatchNormalization mixes "
+        "the examples of a batch, and its moving statistics are computed without noise and released with "
+        "the model; use GroupNormalization or LayerNormalization instead, or freeze it with "
+        "trainable=False (it then runs in inference mode with fixed statistics)"
+    )
+
+
+SHARED_LAYER_WHY = (
+    "its per-example gradient is a sum over calls, whose norm has cross terms between the calls that "
+    "one norm per call misses"
+)
+
+
+def _call_counts(model: tf.keras.Model, counts: dict[int, list] | None = None) -> dict[int, list]:
+    """{id(layer): [layer, number of calls]} over the model's graph, nested models expanded per call.
+
+    Counts the nodes in `model._nodes_by_depth` (the graph the ghost and fast passes walk), not a
+    layer's `_inbound_nodes`, which also hold calls outside this model.
+    """
+    counts = {} if counts is None else counts
+    for nodes in model._nodes_by_depth.values():  # noqa: SLF001
+        for node in nodes:
+            if node.is_input:
+                continue
+            if gradient_clipping_utils.has_internal_compute_graph(node.layer):
+                _call_counts(node.layer, counts)  # a sub-model called twice runs its layers twice
+            else:
+                counts.setdefault(id(node.layer), [node.layer, 0])[1] += 1
+    return counts
+
+
+def _shared_layers(model: tf.keras.Model, engine: str) -> str | None:
+    """Why `engine` (one norm per layer call, summed) cannot clip a layer with weights called twice."""
+    if not gradient_clipping_utils.has_internal_compute_graph(model):
+        return None  # no graph to read; the engine's other checks refuse such a model
+    shared = [
+        (layer, calls)
+        for layer, calls in _call_counts(model).values()
+        if calls > 1 and layer.trainable_weights
+    ]
+    if not shared:
+        return None
+    calls = "; ".join(f"layer {layer.name!r} is called {n} times" for layer, n in shared)
+    return f"engine {engine!r} cannot clip a layer called more than once: {calls}: {SHARED_LAYER_WHY}"
+
+
+# Layers whose training-mode output is random (Dropout covers SpatialDropout1D/2D/3D).
+RANDOM_IN_TRAINING = tuple(
+    getattr(_L, name)
+    for name in (
+        "Dropout", "AlphaDropout", "GaussianDropout", "GaussianNoise", "RandomBrightness",
+        "RandomContrast", "RandomCrop", "RandomFlip", "RandomHeight", "RandomRotation",
+        "RandomTranslation", "RandomWidth", "RandomZoom",
+    )
+    if hasattr(_L, name)
+)  # fmt: skip
+
+
 def _fast_unsupported(model: tf.keras.Model) -> str | None:
     tfp_registry = layer_registry.make_default_layer_registry()
     missing = sorted(
@@ -150,20 +240,29 @@ def _fast_unsupported(model: tf.keras.Model) -> str | None:
             if layer.trainable_weights and not tfp_registry.is_elem(layer)
         }
     )
-    if not missing:
-        return None
-    return (
-        "engine 'fast' needs every trainable layer in TF-Privacy's fast-clipping registry "
-        f"(Dense, Embedding); this model has {missing}"
-    )
+    if missing:
+        return (
+            "engine 'fast' needs every trainable layer in TF-Privacy's fast-clipping registry "
+            f"(Dense, Embedding); this model has {missing}"
+        )
+    random = [layer for layer in _sublayers(model) if isinstance(layer, RANDOM_IN_TRAINING)]
+    if random:
+        # TF-Privacy's norm pass runs the layers without training=True, its summed pass with it (and
+        # two passes draw two masks anyway): the summed gradients are not the ones whose norms were bounded
+        return (
+            "engine 'fast' computes the norms and the clipped sum in two forward passes, the first without "
+            "training=True, so a layer random in training gives the sum other gradients than the ones "
+            f"whose norms were clipped; this model has {_names(random)}"
+        )
+    return _shared_layers(model, "fast")
 
 
 def _ghost_unsupported(model: tf.keras.Model) -> str | None:
     missing = registry.unsupported_layers(model)
-    if not missing:
-        return None
-    known = ", ".join(sorted(t.__name__ for t in registry.LAYER_RULES))
-    return f"engine 'ghost' has per-layer clipping rules for {known}; this model has {missing}"
+    if missing:
+        known = ", ".join(sorted(t.__name__ for t in registry.LAYER_RULES))
+        return f"engine 'ghost' has per-layer clipping rules for {known}; this model has {missing}"
+    return _shared_layers(model, "ghost")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,11 +282,18 @@ assert set(ENGINES) | {"auto"} == set(DP_SGD_ENGINES)
 
 
 def resolve_engine(engine: str, model: tf.keras.Model) -> str:
-    """The engine that will run: `auto` picks the fastest that supports `model`; ValueError if none."""
+    """The engine that will run: `auto` picks the fastest that supports `model`.
+
+    ValueError (a message for the user) if `dp_refusal` turns the model away, whatever the engine, or if
+    the engine named cannot run it.
+    """
+    if engine != "auto" and engine not in ENGINES:
+        raise ValueError(f"unknown DP engine {engine!r}; expected one of {DP_SGD_ENGINES}")
+    refusal = dp_refusal(model)
+    if refusal:
+        raise ValueError(refusal)
     if engine == "auto":
         return next(name for name in AUTO_ORDER if ENGINES[name].unsupported(model) is None)
-    if engine not in ENGINES:
-        raise ValueError(f"unknown DP engine {engine!r}; expected one of {DP_SGD_ENGINES}")
     reason = ENGINES[engine].unsupported(model)
     if reason:
         raise ValueError(f"{reason}; use --engine=auto (or vectorized, which runs any model)")
