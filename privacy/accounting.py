@@ -5,11 +5,13 @@ account for is built from the sampling the run really used:
 
 * Poisson example (or client) sampling: ``PoissonSampledDpEvent`` composed per step.
   Adjacency: add/remove one example (or one user).
-* Shuffled fixed-size batches (centralized): no amplification by sampling is claimed. Each
-  example lands in exactly one batch per epoch, so an epoch is one Gaussian mechanism with
-  sensitivity C on the summed gradient, and ``epochs`` of them compose. Adjacency:
-  add/remove one example. This epsilon is (much) larger than the Poisson number and is the
-  honest one for ``model.fit``-style shuffling.
+* Shuffled fixed-size batches (centralized): no amplification by sampling is claimed. The
+  permutation is data-independent, so under REPLACE-ONE adjacency the replaced example sits in
+  the same batch of every epoch in both datasets: an epoch is one Gaussian mechanism on that
+  batch's sum with sensitivity 2C (noise multiplier z/2), and ``epochs`` of them compose. (Under
+  add/remove the argument fails: adding an example shifts every later batch boundary.) This
+  epsilon is (much) larger than the Poisson number and is the honest one for ``model.fit``-style
+  shuffling.
 * Uniform fixed-size client sampling: ``SampledWithoutReplacementDpEvent``, which is
   defined for replace-one adjacency. Replacing a user moves the clipped sum by up to 2C,
   so the Gaussian event gets noise multiplier z/2.
@@ -90,16 +92,35 @@ def _neighboring(adjacency: str) -> dp_accounting.NeighboringRelation:
     }[adjacency]
 
 
-def _accountant_for(name: str, adjacency: str) -> dp_accounting.PrivacyAccountant:
+def _plain_gaussians(event: dp_accounting.DpEvent) -> bool:
+    """Whether `event` composes only unsampled Gaussian mechanisms (no sampling to amplify)."""
+    if isinstance(event, dp_accounting.GaussianDpEvent):
+        return True
+    if isinstance(event, dp_accounting.SelfComposedDpEvent):
+        return _plain_gaussians(event.event)
+    if isinstance(event, dp_accounting.ComposedDpEvent):
+        return all(_plain_gaussians(e) for e in event.events)
+    return False
+
+
+def _accountant_for(
+    name: str, adjacency: str, event: dp_accounting.DpEvent | None = None
+) -> dp_accounting.PrivacyAccountant:
+    """The accountant of `event` under `adjacency` (PLD: add/remove, or replace-one for plain Gaussians)."""
     rel = _neighboring(adjacency)
     if name == "rdp":
         return dp_accounting.rdp.RdpAccountant(RDP_ORDERS, neighboring_relation=rel)
-    if adjacency != "add_or_remove_one":
+    plain = event is not None and _plain_gaussians(event)
+    if adjacency == "replace_special" or (adjacency == "replace_one" and not plain):
         raise ValueError(
-            f"the PLD accountant here supports add/remove adjacency only, not {adjacency}; "
-            "use --accountant=rdp"
+            f"the PLD accountant here supports add/remove adjacency (and replace-one for unsampled "
+            f"Gaussians) only, not {adjacency}; use --accountant=rdp"
         )
-    return make_accountant(name)
+    if name != "pld":
+        raise ValueError(f"unknown accountant {name!r}; expected rdp or pld")
+    # A Gaussian event's noise multiplier is already relative to the relation's sensitivity
+    # (z/2 for replace-one), so PLD's Gaussian analysis holds for either relation.
+    return dp_accounting.pld.PLDAccountant(rel, value_discretization_interval=PLD_DISCRETIZATION)
 
 
 # ---------------------------------------------------------------- centralized DP-SGD
@@ -112,13 +133,19 @@ def dp_sgd_event(config: DpSgdConfig, epochs: int | None = None) -> dp_accountin
     if config.sampling == "poisson":
         step = dp_accounting.PoissonSampledDpEvent(config.sampling_rate, dp_accounting.GaussianDpEvent(z))
         return dp_accounting.SelfComposedDpEvent(step, epochs * config.steps_per_epoch)
-    # Shuffled fixed-size batches: one Gaussian release per example per epoch, no amplification.
-    return dp_accounting.SelfComposedDpEvent(dp_accounting.GaussianDpEvent(z), epochs)
+    # Shuffled fixed-size batches: one Gaussian release per example per epoch, no amplification;
+    # replace-one moves that batch's sum by up to 2C, so the multiplier relative to it is z/2.
+    return dp_accounting.SelfComposedDpEvent(dp_accounting.GaussianDpEvent(z / 2), epochs)
+
+
+def dp_sgd_adjacency(config: DpSgdConfig) -> str:
+    """Poisson: add/remove one example; shuffled fixed-size batches: replace one example."""
+    return "add_or_remove_one" if config.sampling == "poisson" else "replace_one"
 
 
 def epsilon_of(event: dp_accounting.DpEvent, accountant: str, adjacency: str, delta: float) -> float:
     """Epsilon at `delta` of `event` under the named accountant and adjacency."""
-    acc = _accountant_for(accountant, adjacency)
+    acc = _accountant_for(accountant, adjacency, event)
     acc.compose(event)
     return float(acc.get_epsilon(delta))
 
@@ -126,7 +153,7 @@ def epsilon_of(event: dp_accounting.DpEvent, accountant: str, adjacency: str, de
 def dp_sgd_epsilon(config: DpSgdConfig, epochs: int | None = None) -> float:
     if config.noise_multiplier == 0:
         return math.inf
-    return epsilon_of(dp_sgd_event(config, epochs), config.accountant, "add_or_remove_one", config.delta)
+    return epsilon_of(dp_sgd_event(config, epochs), config.accountant, dp_sgd_adjacency(config), config.delta)
 
 
 def dp_sgd_guarantee(config: DpSgdConfig, epochs: int | None = None) -> Guarantee:
@@ -137,15 +164,16 @@ def dp_sgd_guarantee(config: DpSgdConfig, epochs: int | None = None) -> Guarante
         f"q={config.sampling_rate:.4g}; batch sizes vary."
         if config.sampling == "poisson"
         else "Shuffled fixed-size batches: no privacy amplification by sampling is claimed "
-        "(each epoch counts as one Gaussian mechanism per example); the Poisson-sampling "
-        "epsilon would NOT be valid for this run."
+        "(each epoch counts as one Gaussian mechanism per example, sensitivity 2C under replace-one "
+        "adjacency, i.e. noise multiplier z/2); the Poisson-sampling epsilon would NOT be valid "
+        "for this run."
     )
     return Guarantee(
         event=dp_sgd_event(config, epochs),
         accountant=config.accountant,
         delta=config.delta,
         unit="example",
-        adjacency="add_or_remove_one",
+        adjacency=dp_sgd_adjacency(config),
         sampling=config.sampling,
         noise_multiplier=config.noise_multiplier,
         l2_norm_clip=config.l2_norm_clip,
@@ -166,7 +194,7 @@ def _incremental_ledger(
     The unit's RDP curve (or PLD) is computed once and composed with itself, so a
     1,000-round ledger costs one mechanism analysis, not 1,000.
     """
-    acc = _accountant_for(accountant, adjacency)
+    acc = _accountant_for(accountant, adjacency, unit_event)
     acc.compose(unit_event)
     out = []
     if isinstance(acc, dp_accounting.rdp.RdpAccountant):
@@ -188,7 +216,11 @@ def dp_sgd_epsilon_per_epoch(config: DpSgdConfig) -> list[float]:
     if config.noise_multiplier == 0:
         return [math.inf] * config.epochs
     return _incremental_ledger(
-        dp_sgd_event(config, epochs=1), config.epochs, config.accountant, "add_or_remove_one", config.delta
+        dp_sgd_event(config, epochs=1),
+        config.epochs,
+        config.accountant,
+        dp_sgd_adjacency(config),
+        config.delta,
     )
 
 

@@ -13,7 +13,8 @@ same meaning:
   noise_multiplier     z: Gaussian noise stddev / l2_norm_clip
   l2_norm_clip         C: the L2 bound on one unit's contribution (gradient or model update)
   steps                steps (centralized) or rounds (federated) accounted
-  statement            one sentence saying all of the above
+  statement            one sentence saying all of the above, and that the number of units N
+                       (num_examples / num_clients, released exactly) is treated as public
 
 Pipelines add their own details (engine, clients_per_round, ...) as extra keys.
 Infinity is never written as a bare `Infinity` (which is not JSON).
@@ -38,7 +39,11 @@ def statement(guarantee: Guarantee, epsilon: float) -> str:
         f"{guarantee.adjacency_text}, noise multiplier {guarantee.noise_multiplier:.4g}, "
         f"{guarantee.steps} steps."
     )
-    return " ".join([text, *guarantee.notes])
+    public = (
+        f"The number of {guarantee.unit}s (and what follows from it: sampling rate, steps, noise "
+        "calibration) is treated as public."
+    )
+    return " ".join([text, *guarantee.notes, public])
 
 
 def epsilon_fields(epsilon: float) -> dict[str, Any]:

@@ -66,3 +66,11 @@ def test_infinite_epsilon_is_null_and_reads_back_as_inf():
     assert nondp["dp"] is False and reported_epsilon(nondp) == math.inf
     assert nondp["statement"] == "Non-private federated averaging: no differential-privacy guarantee."
     assert reported_epsilon({"epsilon": 2.5, "epsilon_is_infinite": False}) == 2.5
+
+
+def test_the_statement_says_the_number_of_units_is_public():
+    """The accounting treats N as public (privacy.json releases it exactly): the statement must say so."""
+    central = privacy_report(accounting.dp_sgd_guarantee(DpSgdConfig(1000, 100, 2, 1.0)))
+    federated = privacy_report(accounting.fedavg_guarantee(DpFedAvgConfig(100, 10, 5, noise_multiplier=1.0)))
+    assert "number of examples" in central["statement"] and "treated as public" in central["statement"]
+    assert "number of users" in federated["statement"] and "treated as public" in federated["statement"]
