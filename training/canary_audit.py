@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from data.datasets import Dataset
-from privacy.auditing.canaries import ExampleCanaries, GradientCanaries, audit_scores
+from privacy.auditing.canaries import ExampleCanaries, GradientCanaries, UpdateCanaries, audit_scores
 
 AUDIT_FILE = "audit.json"
 WHITE_BOX_STEPS = (
@@ -96,13 +96,13 @@ def audit_seed(seed: int) -> int:
 
 @dataclasses.dataclass
 class WhiteBoxObserver:
-    """Accumulates each gradient canary's score: the observed update at its coordinate, every step."""
+    """Accumulates each white-box canary's score: the observed update along its direction, every step."""
 
-    canaries: GradientCanaries
+    canaries: GradientCanaries | UpdateCanaries
     scores: np.ndarray = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
-        self.scores = np.zeros(len(self.canaries.coordinates))
+        self.scores = np.zeros(len(self.canaries.inserted))
 
     def add(self, observed: Any) -> None:
         self.scores += np.asarray(observed, dtype=np.float64)

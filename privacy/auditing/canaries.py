@@ -124,3 +124,96 @@ def audit_scores(
         "left_out": int((~inserted).sum()),
         "canary_seed": seed,
     }
+
+
+@dataclasses.dataclass(frozen=True)
+class UpdateCanaries:
+    """White-box canary users whose model update spans two tensors of the real update structure.
+
+    Canary i's update is `norm` * (e_a - e_b) / sqrt(2), with a and b at the SAME flat offset in two
+    different tensors (a kernel and a bias, two kernels, ...), cycling over the pairs of tensors; its
+    score is the released aggregate projected on that direction. Under correct noise this has the
+    power of a one-coordinate (Dirac) canary; it also sees what a Dirac canary cannot: noise that is
+    shared between tensors (one random stream reused for every tensor gives equal noise at equal
+    offsets, which cancels in the difference). A model with one tensor gets Dirac canaries.
+    """
+
+    shapes: tuple[tuple[int, ...], ...]
+    first: np.ndarray  # [m, 2]: (tensor, flat offset) of the +1/sqrt(2) coordinate
+    second: np.ndarray  # [m, 2]: (tensor, flat offset) of the -1/sqrt(2) coordinate; -1s: a Dirac
+    other: tuple[int, int]  # where every non-canary user's update of norm `norm` goes
+    inserted: np.ndarray
+    norm: float
+    seed: int
+
+    @classmethod
+    def make(cls, num: int, shapes, norm: float, seed: int, inserted: np.ndarray) -> UpdateCanaries:
+        shapes = tuple(tuple(int(d) for d in s) for s in shapes)
+        sizes = [int(np.prod(s)) for s in shapes]
+        rng = np.random.default_rng([seed, 0xD3])
+        largest = int(np.argmax(sizes))
+        other = (largest, sizes[largest] - 1)
+        free = [set(range(n)) for n in sizes]
+        free[largest].discard(other[1])
+        pairs = [(a, b) for a in range(len(sizes)) for b in range(a + 1, len(sizes))]
+        first, second = [], []
+        for i in range(num):
+            options = pairs[i % len(pairs) :] + pairs[: i % len(pairs)] if pairs else []
+            for a, b in options:
+                k = _free_offset(free[a], free[b], min(sizes[a], sizes[b]), rng)
+                if k is not None:
+                    free[a].discard(k)
+                    free[b].discard(k)
+                    first.append((a, k))
+                    second.append((b, k))
+                    break
+            else:
+                candidates = [t for t in range(len(sizes)) if free[t]] if not pairs else []
+                if not candidates:
+                    raise ValueError(
+                        f"{num} canary users need {num} disjoint directions in the model's update "
+                        f"({sum(sizes)} parameters in {len(sizes)} tensors); use fewer --audit_canaries"
+                    )
+                t = candidates[i % len(candidates)]
+                k = int(sorted(free[t])[rng.integers(len(free[t]))])
+                free[t].discard(k)
+                first.append((t, k))
+                second.append((-1, -1))
+        return cls(shapes, np.array(first).reshape(-1, 2), np.array(second).reshape(-1, 2), other,
+                   np.asarray(inserted, bool), float(norm), seed)  # fmt: skip
+
+    def zeros(self) -> list[np.ndarray]:
+        return [np.zeros(s, np.float32) for s in self.shapes]
+
+    def canary_update(self, i: int, scale: float = 1.0) -> list[np.ndarray]:
+        """Canary i's model update: norm * scale along its direction."""
+        update = self.zeros()
+        (a, k), (b, j) = self.first[i], self.second[i]
+        weight = self.norm * scale * (1.0 if b < 0 else 2**-0.5)
+        update[a].reshape(-1)[k] = weight
+        if b >= 0:
+            update[b].reshape(-1)[j] = -weight
+        return update
+
+    def other_update(self) -> list[np.ndarray]:
+        """Every other sampled user's update: norm `norm`, orthogonal to every canary."""
+        update = self.zeros()
+        update[self.other[0]].reshape(-1)[self.other[1]] = self.norm
+        return update
+
+    def observe(self, released) -> np.ndarray:
+        """[m]: the released aggregate (one array per tensor) projected on each canary's direction."""
+        flat = [np.asarray(t, np.float64).reshape(-1) for t in released]
+        plus = np.array([flat[a][k] for a, k in self.first])
+        minus = np.array([flat[b][j] if b >= 0 else 0.0 for b, j in self.second])
+        dirac = self.second[:, 0] < 0
+        return np.where(dirac, plus, (plus - minus) * 2**-0.5)
+
+
+def _free_offset(free_a: set, free_b: set, size: int, rng: np.random.Generator) -> int | None:
+    """A random offset free in both tensors (a few random tries, then an exhaustive look), or None."""
+    for k in rng.integers(0, size, 16):
+        if int(k) in free_a and int(k) in free_b:
+            return int(k)
+    common = sorted(free_a & free_b)
+    return int(common[rng.integers(len(common))]) if common else None
