@@ -83,7 +83,7 @@ def _tiny(pop, cpr: int):
 def _timed(config, pop) -> list[dict]:
     from training import federated
 
-    return federated.run(config, pop, verbose=False).history[_WARMUP:]
+    return federated.run(config, pop, verbose=False).unreleased_history[_WARMUP:]
 
 
 def _centralized_seconds(tf, pop, shape: dict, x, y, learning_rate: float) -> float:

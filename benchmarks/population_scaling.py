@@ -78,7 +78,7 @@ def main(argv: list[str]) -> None:
                     experiment_name=f"pop{size}_{rep}",
                 )
                 result = federated.run(config, populations[size])
-                times[size].extend(r["round_time_s"] for r in result.history[1:])
+                times[size].extend(r["round_time_s"] for r in result.unreleased_history[1:])
                 peaks[size] = rss.peak
                 print(
                     f"population {size} (run {rep + 1}): median round {np.median(times[size]):.3f} s",

@@ -67,6 +67,9 @@ class CentralizedConfig:
     engine: str = "auto"
     seed: int = 0
     secure_noise: bool = False  # noise and sampling from OS entropy, not from `seed`
+    # who this run is among runs released together (the comparison's arm, the search's trial): its
+    # noise and sampling seed is derived from (seed, run_id), so no two such runs share a stream
+    run_id: str = ""
     audit_canaries: int = 0  # gradient (white-box) canaries, half inserted (training/canary_audit.py)
     audit_example_canaries: int = 0  # out-of-distribution example (black-box) canaries, half inserted
     root_output_dir: str = "runs"
@@ -205,8 +208,11 @@ def with_recipe(config: CentralizedConfig, input_shape: tuple[int, ...]) -> Cent
 
 
 def noise_seed(config: CentralizedConfig) -> int | None:
-    """The seed of everything the guarantee relies on (noise, sampling, local DP); None: OS entropy."""
-    return None if config.secure_noise else config.seed
+    """The seed of everything the guarantee relies on (noise, sampling, local DP), derived from
+    (seed, run_id) so that runs released together never share a stream; None: OS entropy."""
+    from privacy.randomness import derive_seed
+
+    return None if config.secure_noise else derive_seed(config.seed, "centralized", config.run_id)
 
 
 def _load(config: CentralizedConfig, dataset: Dataset | None) -> tuple[Dataset, dict | None]:
@@ -409,7 +415,7 @@ def train(plan: Plan, progress: Progress | None = None) -> CentralizedResult:
         if "accuracy" in evals:
             row["test_accuracy"] = float(evals["accuracy"])
         history.append(row)
-        write_scalars(tb, epoch, row, skip=("epoch",))
+        write_scalars(tb, epoch, row, skip=("epoch", *_unreleased(plan)))
         progress.step(epoch, _epoch_text(row, plan))
         epoch_start[0] = time.time()
 
@@ -425,7 +431,9 @@ def train(plan: Plan, progress: Progress | None = None) -> CentralizedResult:
         tf.summary.text("privacy_statement", privacy["statement"])
     tb.flush()
     plan.folder.save_model(model)
-    plan.folder.write_metrics(history)
+    if _unreleased(plan):  # a DP run's timings depend on the sampled batches: for the data holder only
+        plan.folder.write_metrics(history, name=UNRELEASED_EPOCHS_FILE)
+    plan.folder.write_metrics([{k: v for k, v in r.items() if k not in _unreleased(plan)} for r in history])
     plan.folder.write_privacy(privacy)
     final = history[-1]
     return CentralizedResult(
@@ -490,6 +498,15 @@ def _audit(plan: Plan, model, observer: WhiteBoxObserver | None, privacy: dict, 
     record = audit_record(reported_epsilon(privacy), plan.config.delta, white_box, black_box)
     write_audit(plan.folder, record, privacy, tb, plan.epochs, "centralized")
     return record
+
+
+UNRELEASED_EPOCHS_FILE = os.path.join(RunFolder.NOT_FOR_RELEASE, "epoch_metrics.csv")
+
+
+def _unreleased(plan: Plan) -> tuple[str, ...]:
+    """Columns a DP run keeps in not_for_release/: an epoch's wall time grows with the batches that
+    Poisson sampling drew, a statistic of the private data that the guarantee does not cover."""
+    return ("epoch_time_s",) if plan.dp is not None else ()
 
 
 def _epoch_text(row: dict[str, Any], plan: Plan) -> str:

@@ -158,6 +158,9 @@ class RunFolder:
         "model",
         "run_config.json",
     )
+    # what the guarantee does not cover (e.g. the sampled clients' training statistics): for the data
+    # holder, never for release
+    NOT_FOR_RELEASE = "not_for_release"
 
     def __init__(self, root_output_dir: str, experiment_name: str) -> None:
         check_experiment_name(experiment_name)
@@ -185,6 +188,7 @@ class RunFolder:
             with open(path) as f:
                 if f.read() == text:
                     return
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         atomic_write_text(path, text)
 
     def write_flags(self, flag_values: Mapping[str, Any]) -> None:
@@ -196,8 +200,8 @@ class RunFolder:
     def write_privacy(self, report: Mapping[str, Any]) -> None:
         self.write_json(self.PRIVACY, report)
 
-    def write_metrics(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        self.write_text(self.METRICS, csv_text(rows))
+    def write_metrics(self, rows: Sequence[Mapping[str, Any]], name: str = METRICS) -> None:
+        self.write_text(name, csv_text(rows))
 
     def check_same_run(self, fingerprint: Mapping[str, Any], name: str = RUN_CONFIG) -> None:
         """ValueError when the folder holds a run made with other settings (`name`: its fingerprint).
@@ -221,9 +225,11 @@ class RunFolder:
                 "delete that folder to start over."
             )
 
-    def read_metrics(self, upto: float = math.inf, step_key: str = "epoch") -> list[dict[str, Any]]:
+    def read_metrics(
+        self, upto: float = math.inf, step_key: str = "epoch", name: str = METRICS
+    ) -> list[dict[str, Any]]:
         """Rows of an earlier metrics.csv whose `step_key` is at most `upto` (later rows are redone)."""
-        path = self.file(self.METRICS)
+        path = self.file(name)
         if upto <= 0 or not os.path.exists(path):
             return []
         rows = []

@@ -14,6 +14,7 @@ import pytest
 from privacy import accounting
 from privacy.config import DpFedAvgConfig
 from privacy.sampling import sample_clients
+from training.federated.experiment import FederatedConfig, noise_seed
 
 BINARY = [sys.executable, "-m", "pipelines.train_federated"]
 
@@ -55,8 +56,14 @@ def test_dp_run_end_to_end_outputs_budget_stop_and_empty_rounds(tmp_path, binary
     dp = DpFedAvgConfig(**common, aggregator="adaptive", clipped_count_stddev=1.0)
     ledger = accounting.fedavg_epsilon_per_round(dp)
     target = (ledger[3] + ledger[4]) / 2  # affords exactly 4 rounds
-    seed = next(s for s in range(100) if any(len(sample_clients(dp, r, s)) == 0 for r in range(4)))
-    empty = sum(len(sample_clients(dp, r, seed)) == 0 for r in range(4))
+
+    def sampling_seed(seed: int) -> int:  # the run's client sampling seed, derived from --seed
+        return noise_seed(FederatedConfig(seed=seed))
+
+    seed = next(
+        s for s in range(100) if any(len(sample_clients(dp, r, sampling_seed(s))) == 0 for r in range(4))
+    )
+    empty = sum(len(sample_clients(dp, r, sampling_seed(seed))) == 0 for r in range(4))
     args = [
         f"--root_output_dir={tmp_path}",
         "--experiment_name=dp",
@@ -80,13 +87,19 @@ def test_dp_run_end_to_end_outputs_budget_stop_and_empty_rounds(tmp_path, binary
     assert privacy["unit"] == "user" and privacy["rounds"] == 4 and privacy["steps"] == 4
     assert privacy["epsilon"] == pytest.approx(ledger[3]) and privacy["epsilon"] <= target
     assert privacy["clients_per_round"] == 1 and privacy["num_clients"] == 20
-    assert privacy["empty_rounds"] == empty >= 1
+    assert "empty_rounds" not in privacy  # a statistic of the sampling: not released by a DP run
     assert privacy["value_noise_multiplier"] > privacy["noise_multiplier"] == 0.5
     assert privacy["stopped_early_for_budget"] is True
     rows = _read_metrics(run_dir / "metrics.csv")
     assert [int(r["round"]) for r in rows] == [1, 2, 3, 4]
     assert [float(r["epsilon"]) for r in rows] == pytest.approx(ledger[:4])
     assert all(float(r["aggregator/dp_query_metrics/clip"]) > 0 for r in rows)
+    # the sampled clients' statistics (no DP covers them) only in not_for_release/
+    unreleased = ("clients", "train_loss", "train_accuracy", "train_num_examples", "round_time_s")
+    assert not set(rows[0]) & set(unreleased), rows[0]
+    full = _read_metrics(run_dir / "not_for_release" / "round_metrics.csv")
+    assert set(unreleased) <= set(full[-1]) and sum(int(r["clients"]) == 0 for r in full) == empty >= 1
+    assert "train_loss" not in out.stdout and "clients=" not in out.stdout
     assert "--aggregator=adaptive" in (run_dir / "flags.txt").read_text()
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -94,7 +107,8 @@ def test_dp_run_end_to_end_outputs_budget_stop_and_empty_rounds(tmp_path, binary
     acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"tensors": 0})
     acc.Reload()
     tags = set(acc.Tags()["tensors"])
-    assert {"epsilon", "aggregator/clip", "train_loss", "test_accuracy"} <= tags
+    assert {"epsilon", "aggregator/clip", "test_accuracy"} <= tags
+    assert not any(t.startswith("train_") or t in ("clients", "round_time_s") for t in tags), tags
 
     import tensorflow as tf
 
@@ -151,7 +165,9 @@ def test_resume_after_sigkill_counts_each_round_once(tmp_path, binary_env, asser
     assert privacy["steps"] == 6 and privacy["rounds"] == 6
     assert privacy["epsilon"] == pytest.approx(accounting.fedavg_epsilon(dp, 6))
     # Same clients as an uninterrupted run would have drawn.
-    assert [int(r["clients"]) for r in rows] == [len(sample_clients(dp, r, 0)) for r in range(6)]
+    full = _read_metrics(run_dir / "not_for_release" / "round_metrics.csv")
+    seed = noise_seed(FederatedConfig(seed=0))
+    assert [int(r["clients"]) for r in full] == [len(sample_clients(dp, r, seed)) for r in range(6)]
 
     # A rerun with other settings must not touch the run's files.
     before = (run_dir / "privacy.json").read_text()

@@ -67,7 +67,9 @@ def test_privacy_report_keys_and_statement():
     assert rep["unit"] == "user" and rep["rounds"] == 4 and rep["steps"] == 4
     assert rep["epsilon"] == pytest.approx(accounting.fedavg_epsilon(dp, 4))
     assert "add/remove one user" in rep["adjacency"]
-    assert "noise only" in rep["statement"]
+    # how many rounds drew no client is a statistic of the sampling: a DP run does not release it
+    assert "noise only" not in rep["statement"] and "empty_rounds" not in rep
+    assert "treated as public" in rep["statement"]
     tree = federated.FederatedConfig(aggregator="tree", noise_multiplier=1.0, rounds=10)
     rep = federated.privacy_report(tree, federated.dp_config(tree, 300), 3)
     assert rep["sampling"] == "epoch" and "replace one user" in rep["adjacency"]
@@ -231,3 +233,20 @@ def test_aggregator_audit_catches_a_noise_bug_and_clears_the_real_aggregator(tmp
     bad = run("broken")
     assert bad.privacy["epsilon"] == pytest.approx(correct.privacy["epsilon"])
     assert bad.audit["epsilon_lower_bound"] > bad.privacy["epsilon"] and bad.audit["exceeds_claim"]
+    monkeypatch.setattr(aggregators, "build_factory", honest)
+
+    # defect 1 of the privacy review: the right amount of noise, but one stream for every tensor
+    import tensorflow as tf
+
+    from privacy import seeded_noise
+
+    def one_stream_for_all_tensors(self, mean=0.0, stddev=1.0, seed=None):
+        draw_seed = tf.random.experimental.stateless_fold_in(self._seed, next(self._draws))
+        return lambda shape, dtype=tf.float32: tf.random.stateless_normal(
+            shape, seed=draw_seed, mean=mean, stddev=stddev, dtype=dtype
+        )
+
+    monkeypatch.setattr(seeded_noise._StatelessTf, "random_normal_initializer", one_stream_for_all_tensors)
+    shared = run("shared_stream")
+    assert shared.privacy["epsilon"] == pytest.approx(correct.privacy["epsilon"])
+    assert shared.audit["epsilon_lower_bound"] > shared.privacy["epsilon"] and shared.audit["exceeds_claim"]

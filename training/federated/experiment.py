@@ -80,6 +80,7 @@ class FederatedConfig:
     client_data_optimizations: bool = False  # tf.data's default graph rewrites on client datasets
     seed: int = 0
     secure_noise: bool = False  # noise and client sampling from OS entropy, not from `seed`
+    run_id: str = ""  # this run among runs released together; the noise seed is derived from it
     audit_canaries: int = 0  # Dirac canary users through the run's aggregator (white box)
     audit_canary_clients: int = 0  # out-of-distribution canary clients in the population (black box)
     root_output_dir: str = "runs"
@@ -243,8 +244,10 @@ def load_population(config: FederatedConfig, dataset: Dataset | ClientPopulation
 
 def noise_seed(config: FederatedConfig) -> int | None:
     """The seed of everything the guarantee relies on (aggregator noise, client sampling, local DP);
-    None: OS entropy."""
-    return None if config.secure_noise else config.seed
+    derived from (seed, run_id) so that runs released together never share a stream; None: OS entropy."""
+    from privacy.randomness import derive_seed
+
+    return None if config.secure_noise else derive_seed(config.seed, "federated", config.run_id)
 
 
 def prepare(
@@ -279,10 +282,11 @@ def privacy_report(
         "rounds": rounds_done,
         "rounds_planned": config.rounds,
         "aggregator": config.aggregator,
-        "empty_rounds": empty_rounds,
     }
-    if dp.is_private:
+    if dp.is_private:  # how many rounds sampled no client is a statistic of the sampling: not released
         details["sampling_rate"] = dp.sampling_rate
+    else:
+        details["empty_rounds"] = empty_rounds
     if dp.is_private and dp.aggregator == "adaptive":
         z_v, stddev = aggregators.adaptive_noise_split(dp)
         details.update(value_noise_multiplier=z_v, clipped_count_stddev=stddev)
@@ -292,8 +296,6 @@ def privacy_report(
             "together they are exactly as private as one Gaussian mechanism with z, which is what is "
             "accounted. The clip starts at the given value and adapts."
         )
-    if dp.is_private and dp.client_sampling == "poisson" and dp.aggregator != "tree" and empty_rounds:
-        guarantee = guarantee.with_note(f"{empty_rounds} round(s) drew no client and released noise only.")
     if local_report:
         details["local_dp"] = local_report
     details["randomness"] = randomness_report(config.secure_noise)

@@ -32,7 +32,7 @@ import numpy as np
 from data.clients import ClientPopulation
 from data.datasets import Dataset
 from privacy import accounting
-from privacy.auditing.canaries import ExampleCanaries, GradientCanaries
+from privacy.auditing.canaries import ExampleCanaries, UpdateCanaries
 from privacy.config import DpFedAvgConfig
 from training.federated import checkpoints
 from training.federated.experiment import FederatedConfig, noise_seed, prepare, privacy_report
@@ -49,9 +49,26 @@ class FederatedResult:
     privacy: dict[str, Any]
     rounds_completed: int
     wall_time_s: float
-    history: list[dict[str, Any]]
+    history: list[dict[str, Any]]  # what metrics.csv holds (a private run: what its guarantee covers)
     resumed_from_round: int = 0
     audit: dict[str, Any] | None = None
+    # every round's full row, the sampled clients' statistics included (not_for_release/ in DP runs)
+    unreleased_history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
+# The round statistics a DP run may release: the test metrics (of held-out data), the epsilon spent,
+# and the adaptive clip (released by the accounted clipped-count query). The sampled clients' loss,
+# accuracy and example counts (TFF sums them without noise), how many clients were sampled, and the
+# round's wall time are statistics of the private data that no DP mechanism covers: they go to
+# not_for_release/.
+UNRELEASED_ROUNDS_FILE = os.path.join(RunFolder.NOT_FOR_RELEASE, "round_metrics.csv")
+
+
+def released(row: dict[str, Any], private: bool) -> dict[str, Any]:
+    """The part of a round's row that a run may write to metrics.csv, TensorBoard and stdout."""
+    if not private:
+        return row
+    return {k: v for k, v in row.items() if k in ("round", "epsilon", _CLIP_KEY) or k.startswith("test_")}
 
 
 def _scalars(prefix: str, value: Any) -> dict[str, float]:
@@ -88,7 +105,7 @@ class Plan:
     rounds: int  # planned: the budget may stop the run before config.rounds
     folder: RunFolder
     canary_clients: ExampleCanaries | None = None  # black box, inserted into `population`
-    aggregator_canaries: GradientCanaries | None = None  # white box, through the run's aggregator
+    aggregator_canaries: UpdateCanaries | None = None  # white box, through the run's aggregator
 
 
 def plan_run(config: FederatedConfig, dataset: Dataset | ClientPopulation | None = None) -> Plan:
@@ -99,7 +116,8 @@ def plan_run(config: FederatedConfig, dataset: Dataset | ClientPopulation | None
         from training.canary_audit import audit_seed
         from training.federated.aggregator_audit import aggregator_canaries as make_canaries
 
-        aggregator_canaries = make_canaries(config.audit_canaries, dp, audit_seed(config.seed))
+        shapes = [tuple(v.shape) for v in _model_variables(config, population)]
+        aggregator_canaries = make_canaries(config.audit_canaries, dp, audit_seed(config.seed), shapes)
     folder = RunFolder(config.root_output_dir, config.experiment_name)
     folder.check()
     if config.workers:
@@ -114,6 +132,14 @@ def plan_run(config: FederatedConfig, dataset: Dataset | ClientPopulation | None
         "raise --noise_multiplier or the target",
     )
     return Plan(config, population, dp, ledger, rounds, folder, canary_clients, aggregator_canaries)
+
+
+def _model_variables(config: FederatedConfig, population: ClientPopulation):
+    """The trainable variables of the run's model (their shapes are the structure of an update)."""
+    from models.builders import build_model
+
+    model = build_model(config.model, population.input_shape, population.num_classes, seed=config.seed)
+    return model.trainable_variables
 
 
 def run(
@@ -182,7 +208,7 @@ def _train(plan: Plan, ckpt_dir: str, start: float, verbose: bool) -> FederatedR
     loop = asyncio.new_event_loop()  # the state manager is async; never asyncio.run() (see field notes)
     try:
         psm = tff.program.FileProgramStateManager(ckpt_dir, keep_total=2)
-        state, progress = _restore(process, psm, loop, folder)
+        state, progress = _restore(process, psm, loop, folder, dp.is_private)
         done = progress.done
         report = Progress("federated", planned, first=done + 1, enabled=verbose)
         if done:
@@ -192,7 +218,7 @@ def _train(plan: Plan, ckpt_dir: str, start: float, verbose: bool) -> FederatedR
         def checkpoint(r: int) -> None:
             # metrics.csv first: after a crash it may run ahead of the checkpoint (resume drops
             # the extra rows), but never behind it.
-            folder.write_metrics(progress.history)
+            _write_rounds(folder, progress.history, dp.is_private)
             loop.run_until_complete(psm.save((state, np.int64(r), np.int64(progress.empty_rounds)), r))
             folder.write_privacy(
                 privacy_report(config, dp, r, progress.empty_rounds, population.local_dp_report)
@@ -205,8 +231,8 @@ def _train(plan: Plan, ckpt_dir: str, start: float, verbose: bool) -> FederatedR
             if r % config.eval_every == 0 or r == planned:
                 row.update(evaluate(state))
             progress.history.append(row)
-            write_scalars(tb, r, row, skip=("round",))
-            report.step(r, _round_text(row, planned, dp.is_private))
+            write_scalars(tb, r, released(row, dp.is_private), skip=("round",))
+            report.step(r, _round_text(released(row, dp.is_private), planned, dp.is_private))
             if r % config.checkpoint_every == 0 or r == planned:
                 checkpoint(r)
         if planned < config.rounds:
@@ -222,7 +248,7 @@ def _train(plan: Plan, ckpt_dir: str, start: float, verbose: bool) -> FederatedR
                 tf.summary.text("privacy_statement", privacy["statement"])
             tb.flush()
             folder.save_model(eval_model)
-        folder.write_metrics(progress.history)
+        _write_rounds(folder, progress.history, dp.is_private)
         folder.write_privacy(privacy)
         return FederatedResult(
             output_dir=folder.path,
@@ -231,9 +257,10 @@ def _train(plan: Plan, ckpt_dir: str, start: float, verbose: bool) -> FederatedR
             privacy=privacy,
             rounds_completed=planned,
             wall_time_s=time.time() - start,
-            history=progress.history,
+            history=[released(row, dp.is_private) for row in progress.history],
             resumed_from_round=done,
             audit=audit,
+            unreleased_history=progress.history,
         )
     finally:
         loop.close()
@@ -291,14 +318,22 @@ def _one_round(plan: Plan, process, state, r: int, progress: _Progress):
     return state, row
 
 
-def _restore(process, psm, loop, folder: RunFolder):
+def _restore(process, psm, loop, folder: RunFolder, private: bool):
     """(TFF state, progress) from the latest checkpoint, or the initial state for a new run."""
     initial = process.initialize()
     saved, _ = loop.run_until_complete(psm.load_latest((initial, np.int64(0), np.int64(0))))
     if saved is None:
         return initial, _Progress(0, 0, [])
     done = int(saved[1])
-    return saved[0], _Progress(done, int(saved[2]), folder.read_metrics(done, step_key="round"))
+    name = UNRELEASED_ROUNDS_FILE if private else RunFolder.METRICS  # where the full rows are
+    return saved[0], _Progress(done, int(saved[2]), folder.read_metrics(done, step_key="round", name=name))
+
+
+def _write_rounds(folder: RunFolder, history: list[dict[str, Any]], private: bool) -> None:
+    """metrics.csv (the released columns) and, for a DP run, not_for_release/ (the full rows)."""
+    if private:
+        folder.write_metrics(history, name=UNRELEASED_ROUNDS_FILE)
+    folder.write_metrics([released(row, private) for row in history])
 
 
 def _round_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -330,7 +365,9 @@ def _start_text(config, dp, population, done: int, planned: int) -> str:
 
 
 def _round_text(row: dict[str, Any], planned: int, private: bool) -> str:
-    parts = [f"round {row['round']}/{planned} clients={row['clients']}"]
+    parts = [f"round {row['round']}/{planned}"]
+    if "clients" in row:  # a non-private run (a DP run does not release it)
+        parts.append(f"clients={row['clients']}")
     if "train_loss" in row:
         parts.append(f"train_loss={row['train_loss']:.4f}")
     if "test_accuracy" in row:
