@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 MODELS = ("linear", "logistic", "mlp", "cnn")
 
 
@@ -25,6 +27,9 @@ def build_model(
 ):
     """Returns an uncompiled Keras Sequential model that outputs logits (or a scalar).
 
+    Every layer has a fixed name (input, flatten, conv_i, pool_i, hidden_1, logits or prediction) and
+    the model is named `name`: nothing saved depends on how many models this process built before.
+
     `width`: the MLP's hidden units (default 128); a narrower layer adds less DP noise in total (the
     noise norm grows with the square root of the number of weights), which can win at small epsilon.
     """
@@ -37,18 +42,18 @@ def build_model(
         )
     tf.keras.utils.set_random_seed(seed)
     layers = tf.keras.layers
-    inputs = [layers.InputLayer(input_shape=input_shape)]
+    inputs = [layers.InputLayer(input_shape=input_shape, name="input")]
     if name == "linear":
-        body = [layers.Flatten(), layers.Dense(1)]
+        body = [layers.Flatten(name="flatten"), layers.Dense(1, name="prediction")]
     elif name == "logistic":
-        body = [layers.Flatten(), layers.Dense(num_classes)]
+        body = [layers.Flatten(name="flatten"), layers.Dense(num_classes, name="logits")]
     elif name == "mlp":
         # tanh, not relu: bounded activations keep DP-SGD's clipped gradients informative
         # (Papernot et al., "Tempered Sigmoid Activations for Deep Learning with DP", 2021).
         body = [
-            layers.Flatten(),
-            layers.Dense(width or MLP_WIDTH, activation="tanh"),
-            layers.Dense(num_classes),
+            layers.Flatten(name="flatten"),
+            layers.Dense(width or MLP_WIDTH, activation="tanh", name="hidden_1"),
+            layers.Dense(num_classes, name="logits"),
         ]
     else:
         body = _cnn_body(layers, input_shape, num_classes)
@@ -76,30 +81,43 @@ def _cnn_body(layers, input_shape: tuple[int, ...], num_classes: int) -> list:
     statistics mix examples); at these depths GroupNorm did not pay for its cost on CPU.
     """
     variant = cnn_variant(input_shape)
+    conv, pool = _Numbered(layers.Conv2D, "conv"), _Numbered(layers.MaxPooling2D, "pool")
     if variant == "small":
-        return [
-            layers.Conv2D(16, 3, activation="relu", padding="same"),
-            layers.Conv2D(32, 3, activation="relu", padding="same"),
-            layers.MaxPooling2D(),
-            layers.Flatten(),
-            layers.Dense(64, activation="relu"),
-            layers.Dense(num_classes),
+        features = [
+            conv(16, 3, activation="relu", padding="same"),
+            conv(32, 3, activation="relu", padding="same"),
+            pool(),
         ]
-    if variant == "mnist":
-        return [
-            layers.Conv2D(16, 8, strides=2, padding="same", activation="tanh"),
-            layers.MaxPooling2D(2, 1),
-            layers.Conv2D(32, 4, strides=2, padding="valid", activation="tanh"),
-            layers.MaxPooling2D(2, 1),
-            layers.Flatten(),
-            layers.Dense(32, activation="tanh"),
-            layers.Dense(num_classes),
+        hidden = layers.Dense(64, activation="relu", name="hidden_1")
+    elif variant == "mnist":
+        features = [
+            conv(16, 8, strides=2, padding="same", activation="tanh"),
+            pool(2, 1),
+            conv(32, 4, strides=2, padding="valid", activation="tanh"),
+            pool(2, 1),
         ]
-    body = []
-    for filters in (32, 64, 128):
-        body += [
-            layers.Conv2D(filters, 3, padding="same", activation="tanh"),
-            layers.Conv2D(filters, 3, padding="same", activation="tanh"),
-            layers.MaxPooling2D(),
-        ]
-    return [*body, layers.Flatten(), layers.Dense(128, activation="tanh"), layers.Dense(num_classes)]
+        hidden = layers.Dense(32, activation="tanh", name="hidden_1")
+    else:
+        features = []
+        for filters in (32, 64, 128):
+            features += [
+                conv(filters, 3, padding="same", activation="tanh"),
+                conv(filters, 3, padding="same", activation="tanh"),
+                pool(),
+            ]
+        hidden = layers.Dense(128, activation="tanh", name="hidden_1")
+    return [*features, layers.Flatten(name="flatten"), hidden, layers.Dense(num_classes, name="logits")]
+
+
+class _Numbered:
+    """Builds layers of one kind named prefix_1, prefix_2, ... in order within one model.
+
+    Explicit names, not Keras's process-wide counter: a saved model must not reveal how many models
+    the process built before it (the private search's number of runs K is secret)."""
+
+    def __init__(self, layer_class: type, prefix: str) -> None:
+        self.layer_class, self.prefix, self.count = layer_class, prefix, 0
+
+    def __call__(self, *args: Any, **kwargs: Any):
+        self.count += 1
+        return self.layer_class(*args, name=f"{self.prefix}_{self.count}", **kwargs)

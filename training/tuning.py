@@ -23,6 +23,10 @@ import csv
 import dataclasses
 import hashlib
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 from typing import Any
 
@@ -33,15 +37,20 @@ from privacy import private_selection
 from privacy.accounting import Guarantee
 from privacy.config import DP_SGD_ENGINES, DpSgdConfig, check_delta
 from privacy.private_selection import RunsDistribution
+from privacy.randomness import derive_seed
 from privacy.report import privacy_report, randomness_report
 from training.progress import Progress
-from training.run_folder import RunFolder, csv_text, write_scalars
+from training.run_folder import RunFolder, csv_text, save_model_atomically, write_scalars
 
 RESULT_FILE = "result.json"
-# Everything about the runs tried (their configurations, noisy scores, K, HParams logs) goes here:
-# for the data holder, NOT covered by the guarantee (releasing it reveals K and every score).
+# Everything about the runs tried (their configurations, noisy scores, K, HParams logs, the per-run
+# progress lines, the search's wall time) goes here: for the data holder, NOT covered by the guarantee
+# (releasing it reveals K and every score). Everything else the search writes or prints is independent
+# of K, except the selected run's configuration, weights and scores.
 NOT_FOR_RELEASE = "not_for_release"
 TRIALS_FILE = os.path.join(NOT_FOR_RELEASE, "trials.csv")
+SEARCH_FILE = os.path.join(NOT_FOR_RELEASE, "search.json")  # K (runs_made) and the wall time
+PROGRESS_FILE = os.path.join(NOT_FOR_RELEASE, "progress.log")  # one line per run
 # score noise in units of the score's sensitivity (1 example; federated: one user's capped predictions)
 DEFAULT_SCORE_NOISE = {"centralized": 10.0, "federated": 2.0}
 DEFAULT_VALIDATION_FRACTION = 0.15
@@ -98,6 +107,7 @@ class TuningConfig:
     engine: str = "auto"
     seed: int = 0
     secure_noise: bool = False
+    run_id: str = ""  # the search among runs released together (the comparison's arm)
     root_output_dir: str = "runs"
     experiment_name: str = "tune"
 
@@ -158,8 +168,8 @@ class TuningResult:
     output_dir: str
     privacy: dict[str, Any]
     selected: dict[str, Any] | None  # the released run: its configuration, noisy score, test accuracy
-    trials: list[dict[str, Any]]
-    wall_time_s: float
+    trials: list[dict[str, Any]]  # every run tried: not for release (their number is K)
+    wall_time_s: float  # grows with K: not for release (not_for_release/search.json)
 
 
 def in_validation(x: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -195,7 +205,15 @@ def split_validation(dataset: Dataset, fraction: float, seed: int) -> tuple[Data
 def search_rng(config: TuningConfig, stream: int) -> np.random.Generator:
     """Stream 1: K and the configurations; stream 2: the score noise. From the seed (recorded), or
     from OS entropy under secure_noise."""
-    return np.random.default_rng(None if config.secure_noise else [config.seed, SEARCH_SEED_SALT, stream])
+    if config.secure_noise:
+        return np.random.default_rng(None)
+    seed = derive_seed(config.seed, "search", config.run_id)
+    return np.random.default_rng([seed, SEARCH_SEED_SALT, stream])
+
+
+def trial_run_id(config: TuningConfig, index: int) -> str:
+    """The identity of trial `index` of this search: its noise and sampling seed derive from it."""
+    return f"{config.run_id}/search/trial_{index:03d}"
 
 
 class _CentralizedSide:
@@ -226,8 +244,9 @@ class _CentralizedSide:
 
         trial_config = centralized.CentralizedConfig(
             dataset=config.dataset, model=config.model, dp=True, noise_multiplier=dp.noise_multiplier,
-            delta=config.delta, engine=config.engine, seed=config.seed * 1000 + index,
-            secure_noise=config.secure_noise, root_output_dir=root, experiment_name=f"trial_{index:03d}",
+            delta=config.delta, engine=config.engine, seed=config.seed,
+            secure_noise=config.secure_noise, run_id=trial_run_id(config, index), root_output_dir=root,
+            experiment_name=f"trial_{index:03d}",
             **hparams,
         )  # fmt: skip
         plan = centralized.prepare(trial_config, part)
@@ -332,10 +351,10 @@ def guarantee(plan: SearchPlan) -> Guarantee:
 
 def privacy_json(plan: SearchPlan) -> dict[str, Any]:
     config, ref = plan.config, plan.reference
-    tuning = config.runs.report() | {
-        "runs_made": plan.runs_made,
-        "runs_made_note": "K is internal randomness of the mechanism: publishing it, or the table of all "
-        "runs (trials.csv), is not covered by the guarantee.",
+    tuning = config.runs.report() | {  # no K: this file is published beside the model
+        "runs_made_note": "K, the number of runs made, is internal randomness of the mechanism that the "
+        f"guarantee needs secret: it is only in {SEARCH_FILE}, which, like the table of all runs "
+        f"({TRIALS_FILE}), is not covered by the guarantee.",
         "search_space": dataclasses.asdict(config.space),
         "per_run": plan.side.per_run_details(ref) | {
             "score": {
@@ -360,29 +379,43 @@ def run(
 
 
 def launch(plan: SearchPlan, flags: dict[str, Any] | None = None, verbose: bool = True) -> TuningResult:
-    """Creates the run folder, trains the K runs, releases the best: model, score, privacy.json."""
+    """Creates the run folder, trains the K runs, releases the best: model, score, privacy.json.
+
+    stdout shows nothing that depends on K (no per-run lines, no run count, no search time): those go
+    to not_for_release/progress.log, since a console log is easily published with the results."""
     start = time.time()
-    progress = Progress("tune", max(1, plan.runs_made), enabled=verbose, max_lines=1000)
+    console = Progress("tune", 1, enabled=verbose)
     folder = plan.folder
     if _complete(plan):
-        progress.note(f"{folder.path} already holds this search, complete: nothing to do")
+        console.note(f"{folder.path} already holds this search, complete: nothing to do")
         return _read_result(plan)
     folder.create()
     if flags is not None:
         folder.write_flags(flags)
     folder.write_json(RunFolder.RUN_CONFIG, plan.fingerprint)
-    progress.note(
-        f"the per-run lines below and {NOT_FOR_RELEASE}/ are for you, not for release (not covered)"
-    )
+    os.makedirs(folder.file(NOT_FOR_RELEASE), exist_ok=True)
+    log_path = folder.file(PROGRESS_FILE)
+    console.note(f"searching; the runs' progress and scores (not for release, not covered): {log_path}")
+    runs_log = Progress("tune", max(1, plan.runs_made), max_lines=1000, printer=_appender(log_path))
     rng = search_rng(plan.config, 2)
     models = {}
     for trial in plan.trials:
         models[trial.index] = _run_trial(plan, trial, rng)
-        progress.step(trial.index + 1, _trial_text(trial, plan.runs_made))
-    selected = _release(plan, models)
-    progress.note("released: " + ("nothing (K = 0)" if selected is None else _selected_text(selected)))
+        runs_log.step(trial.index + 1, _trial_text(trial, plan.runs_made))
+    selected = _release(plan, models, start)
+    console.note("released: " + ("nothing" if selected is None else _selected_text(selected)))
     return TuningResult(folder.path, folder.read_json(RunFolder.PRIVACY), selected, _trial_rows(plan),
                         time.time() - start)  # fmt: skip
+
+
+def _appender(path: str):
+    """A Progress printer that appends each line to `path` (kept across resumed searches)."""
+
+    def write(line: str) -> None:
+        with open(path, "a") as f:
+            f.write(line + "\n")
+
+    return write
 
 
 def _run_trial(plan: SearchPlan, trial: Trial, rng: np.random.Generator):
@@ -396,8 +429,8 @@ def _run_trial(plan: SearchPlan, trial: Trial, rng: np.random.Generator):
     return model
 
 
-def _release(plan: SearchPlan, models: dict) -> dict[str, Any] | None:
-    """Writes the released outputs (the best run only), trials.csv and privacy.json (last)."""
+def _release(plan: SearchPlan, models: dict, start: float) -> dict[str, Any] | None:
+    """Writes the released outputs (the best run only), not_for_release/ and privacy.json (last)."""
     folder = plan.folder
     selected = None
     if plan.trials:
@@ -412,19 +445,65 @@ def _release(plan: SearchPlan, models: dict) -> dict[str, Any] | None:
             "test_accuracy": float(evals["accuracy"]),
             "test_loss": float(evals["loss"]),
         }
-        folder.save_model(model)
+        _save_released_model(plan, model)
     folder.write_json(RESULT_FILE, {"selected": selected, "note": _RESULT_NOTE})
     os.makedirs(folder.file(NOT_FOR_RELEASE), exist_ok=True)
     folder.write_text(TRIALS_FILE, csv_text(_trial_rows(plan)))
+    folder.write_json(SEARCH_FILE, {"runs_made": plan.runs_made, "wall_time_s": time.time() - start,
+                                    "note": _SEARCH_NOTE})  # fmt: skip
     folder.write_privacy(privacy_json(plan))
     return selected
+
+
+# what the fresh process runs (see _save_released_model)
+_SAVE_CHILD = "import sys; from training.tuning import save_staged_model; save_staged_model(*sys.argv[1:])"
+
+
+def _save_released_model(plan: SearchPlan, model) -> None:
+    """Saves the selected model as a SavedModel from a fresh Python process.
+
+    The function names in saved_model.pb carry TensorFlow's process-wide trace counter, which every
+    run trained here advances: saved by this process, the model would reveal K. The child rebuilds
+    the model from its Keras config and weights alone, so the SavedModel depends on nothing else."""
+    staging = tempfile.mkdtemp(dir=plan.folder.file(NOT_FOR_RELEASE), prefix=".release-")
+    try:
+        with open(os.path.join(staging, "model.json"), "w") as f:
+            f.write(model.to_json())
+        model.save_weights(os.path.join(staging, "weights"))
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = dict(os.environ, CUDA_VISIBLE_DEVICES="")  # the parent may hold the accelerator's memory
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        proc = subprocess.run(
+            [sys.executable, "-c", _SAVE_CHILD, staging, plan.folder.file(RunFolder.MODEL)],
+            env=env, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if proc.returncode != 0:
+            raise RuntimeError(f"saving the selected model failed:\n{proc.stderr[-3000:]}")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def save_staged_model(staging: str, path: str) -> None:
+    """The fresh process's half of `_save_released_model`: nothing was traced before this save."""
+    import tensorflow as tf
+
+    with open(os.path.join(staging, "model.json")) as f:
+        model = tf.keras.models.model_from_json(f.read())
+    loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(loss=loss, metrics=["accuracy"])  # as every run's model is (both pipelines)
+    model.load_weights(os.path.join(staging, "weights")).assert_existing_objects_matched()
+    save_model_atomically(model, path)
 
 
 _RESULT_NOTE = (
     "The selected run's configuration and noisy validation accuracy are covered by privacy.json's "
     "epsilon (with its model). test_accuracy is measured on the test split, which took no part in the "
-    "search, without noise. not_for_release/ (every run's score, K) and privacy.json's tuning.runs_made "
-    "are not covered."
+    "search, without noise. not_for_release/ (every run's score, K) is not covered."
+)
+_SEARCH_NOTE = (
+    "runs_made is K, which the guarantee needs secret; the wall time grows with K. Not covered: do not "
+    "publish this file."
 )
 
 
@@ -466,8 +545,10 @@ def _read_result(plan: SearchPlan) -> TuningResult:
     if os.path.exists(plan.folder.file(TRIALS_FILE)):
         with open(plan.folder.file(TRIALS_FILE), newline="") as f:
             rows = list(csv.DictReader(f))
+    search = plan.folder.file(SEARCH_FILE)
+    wall_time = plan.folder.read_json(SEARCH_FILE)["wall_time_s"] if os.path.exists(search) else 0.0
     return TuningResult(
-        plan.folder.path, plan.folder.read_json(RunFolder.PRIVACY), result["selected"], rows, 0.0
+        plan.folder.path, plan.folder.read_json(RunFolder.PRIVACY), result["selected"], rows, wall_time
     )
 
 

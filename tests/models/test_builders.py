@@ -83,3 +83,18 @@ def test_cnn_is_smaller_on_tiny_images():
 def test_rejects_wrong_combinations(name, input_shape, num_classes, message):
     with pytest.raises(ValueError, match=message):
         build_model(name, input_shape, num_classes)
+
+
+@pytest.mark.parametrize(
+    "name, shape_and_classes", [("mlp", DIGITS), ("cnn", DIGITS), ("cnn", MNIST), ("linear", REGRESSION)]
+)
+def test_layer_names_do_not_depend_on_the_models_built_before(name, shape_and_classes):
+    """A saved model must not tell how many models the process built (the private search's K)."""
+    input_shape, num_classes = shape_and_classes
+    first = build_model(name, input_shape, num_classes)
+    for other in ("mlp", "logistic", "cnn"):
+        build_model(other, *DIGITS)
+    again = build_model(name, input_shape, num_classes)
+    names = [layer.name for layer in first.layers]
+    assert names == [layer.name for layer in again.layers] and again.name == name
+    assert [v.name for v in first.variables] == [v.name for v in again.variables]

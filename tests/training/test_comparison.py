@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 
 import pytest
@@ -219,5 +220,9 @@ def test_tuned_arm_states_the_epsilon_of_its_whole_search(tmp_path):
     outcome = comparison.run_pipeline_arm(spec, cfg, load_digits(), str(tmp_path / "arms"))
     record = records.make_arm_record(spec, cfg, outcome, {}, 0.0)
     assert record["row"]["epsilon"] <= 3.0 and record["row"]["unit"].startswith("example")
-    assert record["privacy"]["tuning"]["runs_made"] >= 1  # RepeatAndSelect: the search, not one run
+    tuning = record["privacy"]["tuning"]
+    assert tuning["distribution"] == "truncated_negative_binomial"  # RepeatAndSelect: the search, not one run
+    # K is secret: neither the record nor its row holds it, nor the wall time, which grows with it
+    assert "runs_made" not in tuning and not record["history"]
+    assert math.isnan(record["row"]["train_time_s"]) and math.isnan(record["row"]["wall_time_s"])
     assert 0.5 < record["row"]["test_accuracy"] <= 1 and os.path.isdir(outcome.model_dir)

@@ -76,7 +76,9 @@ def test_every_run_tried_is_dominated_and_only_the_best_is_released(search):
     ref_rdp = ps.rdp_curve(ps.per_run_event(ref, config.score_noise))
     with open(os.path.join(result.output_dir, tuning.TRIALS_FILE), newline="") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == result.privacy["tuning"]["runs_made"] >= 1
+    search_record = json.loads(open(os.path.join(result.output_dir, tuning.SEARCH_FILE)).read())
+    assert len(rows) == search_record["runs_made"] >= 1  # K: in not_for_release/ only
+    assert "runs_made" not in result.privacy["tuning"]
     for row in rows:
         dp = DpSgdConfig(
             ref.num_examples, int(row["batch_size"]), int(row["epochs"]), float(row["noise_multiplier"])
@@ -167,3 +169,67 @@ def test_federated_search_states_a_user_level_epsilon_for_the_whole_search(tmp_p
     assert 0 <= result.selected["test_accuracy"] <= 1 and os.path.isdir(
         os.path.join(result.output_dir, "model")
     )
+
+
+def _released_files(run_dir: str) -> dict[str, bytes]:
+    """Every file of a search's run folder outside not_for_release/ (the outputs a user publishes)."""
+    return {k: v for k, v in _files(run_dir).items() if not k.startswith(tuning.NOT_FOR_RELEASE + os.sep)}
+
+
+def _search_with_k(root, k: int, monkeypatch, capsys) -> tuple[str, str]:
+    """The real centralized search with K forced to `k`: (run folder, stdout with paths neutralised)."""
+    monkeypatch.setattr(RunsDistribution, "draw", lambda self, rng: k)
+    space = tuning.SearchSpace(learning_rate=(0.1, 0.3), l2_norm_clip=(1.0,), batch_size=(256,),
+                               epochs=(2,), width=(32,))  # fmt: skip
+    config = tuning.TuningConfig(target_epsilon=3.0, runs=RunsDistribution("geometric", 3.0), space=space,
+                                 seed=0, root_output_dir=str(root))  # fmt: skip
+    capsys.readouterr()
+    result = tuning.run(config, verbose=True)
+    assert len(result.trials) == k  # the draw was forced
+    return result.output_dir, capsys.readouterr().out.replace(str(root), "<root>")
+
+
+def _fingerprint_without_weights(model_dir: str) -> dict:
+    from tensorflow.core.protobuf import fingerprint_pb2
+
+    fingerprint = fingerprint_pb2.FingerprintDef()
+    with open(os.path.join(model_dir, "fingerprint.pb"), "rb") as f:
+        fingerprint.ParseFromString(f.read())
+    fields = ("saved_model_checksum", "graph_def_program_hash", "signature_def_hash")
+    fields += ("saved_object_graph_hash",)  # not checkpoint_hash: that one hashes the weights
+    return {name: getattr(fingerprint, name) for name in fields}
+
+
+@pytest.mark.slow
+def test_nothing_released_depends_on_the_number_of_runs(tmp_path, monkeypatch, capsys):
+    """K must stay secret: outside not_for_release/, the folders of a K=1 and a K=5 search may differ
+    only in the selected run's weights, configuration and scores (here one model shape for all runs)."""
+    import tensorflow as tf
+
+    one, out_one = _search_with_k(tmp_path / "k1", 1, monkeypatch, capsys)
+    five, out_five = _search_with_k(tmp_path / "k5", 5, monkeypatch, capsys)
+    dirs = (one, five)
+    files = [_released_files(d) for d in dirs]
+    assert sorted(files[0]) == sorted(files[1])
+    models = [tf.keras.models.load_model(os.path.join(d, "model"), compile=False) for d in dirs]
+    assert [layer.name for layer in models[0].layers] == [layer.name for layer in models[1].layers]
+    assert [v.name for v in models[0].variables] == [v.name for v in models[1].variables]
+    checkpoints = [tf.train.list_variables(os.path.join(d, "model", "variables", "variables")) for d in dirs]
+    assert checkpoints[0] == checkpoints[1]  # the saved variables' names and shapes
+    # privacy.json byte for byte (K is not in it), and the SavedModel's graph, without the weights
+    for name in ("privacy.json", "run_config.json", "model/keras_metadata.pb", "model/saved_model.pb"):
+        assert files[0][name] == files[1][name], name
+    assert _fingerprint_without_weights(os.path.join(one, "model")) == _fingerprint_without_weights(
+        os.path.join(five, "model")
+    )
+    results = [json.loads(f[tuning.RESULT_FILE]) for f in files]
+    assert results[0]["note"] == results[1]["note"] and sorted(results[0]) == sorted(results[1])
+    assert sorted(results[0]["selected"]) == sorted(results[1]["selected"])  # values: the selected run's
+    shown = [[line for line in out.splitlines() if not line.startswith("[tune] released:")]
+             for out in (out_one, out_five)]  # fmt: skip
+    assert shown[0] == shown[1] and shown[0]  # stdout: no run count, no per-run lines
+    for run_dir, k in ((one, 1), (five, 5)):  # K is kept, for the data holder only
+        with open(os.path.join(run_dir, tuning.SEARCH_FILE)) as f:
+            assert json.load(f)["runs_made"] == k
+        with open(os.path.join(run_dir, tuning.PROGRESS_FILE)) as f:
+            assert len(f.read().splitlines()) == k

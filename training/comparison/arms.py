@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Callable
 from typing import Any
@@ -35,6 +36,7 @@ def centralized_config(spec: ArmSpec, config: ComparisonConfig, arms_root: str):
         sampling="poisson",
         seed=spec.seed,
         secure_noise=config.secure_noise,
+        run_id=spec.arm_id,  # its own noise and sampling stream among the arms
         # label-level local DP makes no example-level claim for the canary audit to test
         audit_canaries=0 if local else config.audit_canaries,
         audit_example_canaries=0 if local else config.audit_example_canaries,
@@ -73,6 +75,7 @@ def federated_config(spec: ArmSpec, config: ComparisonConfig, num_train: int, ar
         accountant=config.accountant,
         seed=spec.seed,
         secure_noise=config.secure_noise,
+        run_id=spec.arm_id,  # its own noise and sampling stream among the arms
         audit_canaries=config.audit_canaries,
         # a canary client is a user: one example where every client holds one
         audit_canary_clients=config.audit_example_canaries if one_per_client else config.audit_canary_clients,
@@ -97,6 +100,7 @@ def tuning_config(spec: ArmSpec, config: ComparisonConfig, arms_root: str):
         delta=config.delta,
         seed=spec.seed,
         secure_noise=config.secure_noise,
+        run_id=spec.arm_id,  # its own noise and sampling stream among the arms
         root_output_dir=arms_root,
         experiment_name=spec.arm_id,
     )
@@ -161,17 +165,20 @@ def run_pipeline_arm(spec: ArmSpec, config: ComparisonConfig, dataset: Dataset, 
 
 
 def _run_tuned_arm(cfg, dataset: Dataset) -> ArmOutcome:
-    """The private search; the released (selected) model is the arm's model."""
+    """The private search; the released (selected) model is the arm's model.
+
+    Nothing in the outcome may depend on the search's secret number of runs K: no run count, no
+    per-run history, and no wall time (it grows with K; it stays in the arm's not_for_release/)."""
     from training import tuning
 
     res = tuning.run(cfg, dataset=dataset, verbose=False)
     selected = res.selected or {}
     return ArmOutcome(
         output_dir=res.output_dir,
-        test_accuracy=float(selected.get("test_accuracy", float("nan"))),
-        test_loss=float(selected.get("test_loss", float("nan"))),
+        test_accuracy=float(selected.get("test_accuracy", math.nan)),
+        test_loss=float(selected.get("test_loss", math.nan)),
         privacy=dict(res.privacy),
-        wall_time_s=float(res.wall_time_s),
+        wall_time_s=math.nan,  # the tables show n/a
         history=[],
         model_dir=os.path.join(res.output_dir, "model"),
     )

@@ -19,7 +19,7 @@ import numpy as np
 from data.clients import ClientPopulation
 from data.datasets import Dataset
 from privacy.config import DpFedAvgConfig
-from training.tuning import SpaceSampling
+from training.tuning import SpaceSampling, trial_run_id
 
 VALIDATION_EXAMPLES_PER_USER = 5  # the sensitivity of the score's count under add/remove one user
 
@@ -84,7 +84,8 @@ class FederatedSide:
             num_clients=part.num_clients, clients_per_round=dp.clients_per_round, rounds=dp.rounds,
             client_learning_rate=hparams["client_learning_rate"], aggregator="fixed",
             clip_norm=dp.clip_norm, noise_multiplier=dp.noise_multiplier, delta=dp.delta,
-            client_sampling="poisson", seed=config.seed * 1000 + index, secure_noise=config.secure_noise,
+            client_sampling="poisson", seed=config.seed, secure_noise=config.secure_noise,
+            run_id=trial_run_id(config, index),
             eval_every=dp.rounds, checkpoint_every=dp.rounds, root_output_dir=root,
             experiment_name=f"trial_{index:03d}",
         )  # fmt: skip
