@@ -42,6 +42,7 @@ from training import interrupts
 EXIT_BUG, EXIT_BAD_INPUT = 1, 2
 EXIT_CODES_HELP = """
 Exit codes: 0 done; 2 bad input (one line on stderr says what to change, nothing is written);
+3 / 4 (predict) the batch would exceed the budget / charged but not delivered;
 130 / 143 stopped by Ctrl-C / SIGTERM (one line; earlier results and checkpoints stay intact);
 1 a failure that is not your input (a lost TFF worker, or a bug, which prints a traceback).
 Logs of TensorFlow, TFF and absl are off unless --verbosity is given (0: info, 1: debug)."""

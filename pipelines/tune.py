@@ -9,8 +9,9 @@
 A random number of runs K (drawn before the data is touched), each with a configuration sampled from
 the search space and a noisy validation score; only the best run is released (Papernot & Steinke
 2022). Outputs in <root_output_dir>/<experiment_name>/: privacy.json (epsilon of the search),
-result.json, model/ (the selected run), and not_for_release/ (trials.csv, per-run HParams logs):
-every run's score and K, for you only, NOT covered by the guarantee (nor are the per-run lines).
+result.json, model/ (the selected run), and not_for_release/ (trials.csv, per-run HParams logs,
+search.json with K and the wall time, progress.log with the per-run lines): every run's score and
+K, for you only, NOT covered by the guarantee. Nothing outside not_for_release/ depends on K.
 """
 
 from __future__ import annotations

@@ -76,14 +76,6 @@ class Guarantee:
         return dataclasses.replace(self, notes=(*self.notes, note))
 
 
-def make_accountant(name: str) -> dp_accounting.PrivacyAccountant:
-    if name == "rdp":
-        return dp_accounting.rdp.RdpAccountant(RDP_ORDERS)
-    if name == "pld":
-        return dp_accounting.pld.PLDAccountant(value_discretization_interval=PLD_DISCRETIZATION)
-    raise ValueError(f"unknown accountant {name!r}; expected rdp or pld")
-
-
 def _neighboring(adjacency: str) -> dp_accounting.NeighboringRelation:
     return {
         "add_or_remove_one": dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE,

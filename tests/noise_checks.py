@@ -35,8 +35,10 @@ def assert_independent_noise(
     flat = np.stack([_flat(d) for d in draws])  # [R, D]
     num_draws, dim = flat.shape
     # 1. no stream reused within a draw or across draws
+    # independent float32 normals: about D * 2.5e-8 of D values collide by chance; allow 4x that
+    chance = 2e-3 + 1e-7 * dim
     for r in range(num_draws):
-        assert repeated_share(flat[r]) < 2e-3, f"draw {r}: {repeated_share(flat[r]):.1%} of values repeat"
+        assert repeated_share(flat[r]) < chance, f"draw {r}: {repeated_share(flat[r]):.1%} of values repeat"
     for r in range(1, num_draws):  # a stream replayed in a later draw lines up with the earlier one
         same = int(np.sum(flat[r].astype(np.float32) == flat[r - 1].astype(np.float32)))
         assert same == 0, f"draws {r - 1} and {r} share {same} aligned noise values"

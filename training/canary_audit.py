@@ -1,13 +1,19 @@
 """Canaries in a training run: insert them, observe them, and write the run's audit.json.
 
 Two kinds (`privacy/auditing/canaries.py`), each canary inserted with probability 1/2 from a recorded
-seed: `--audit_canaries=M` gradient (Dirac) canaries, observed at every step (white box, the bound
+seed: `--audit_canaries=M` gradient canaries (Dirac centrally; spanning two tensors of the model's
+update federated), observed at every step (white box, the bound
 with power), and `--audit_example_canaries=K` out-of-distribution example canaries (centralized) or
 `--audit_canary_clients=K` canary clients (federated), scored on the final model (black box).
 Inserted canaries are training examples (users) for the accountant: N counts them, and they are
 sampled like any other, so the guarantee claimed covers them. After training, the one-run lower
 bound of each kind goes to `audit.json` beside `privacy.json`, with the claimed epsilon; a bound
 above the claim prints a loud warning (evidence of a bug) and is marked in the file.
+
+A canary is inserted or left out (add/remove). Under `--sampling=shuffle` the claim is made for
+replace-one adjacency (sensitivity 2C per epoch); an inserted canary adds at most C to one batch
+per epoch, a change within that sensitivity, so the claimed epsilon bounds what the audit can show
+there too.
 """
 
 from __future__ import annotations
@@ -28,8 +34,9 @@ WHITE_BOX_STEPS = (
     "coordinate"
 )
 WHITE_BOX_AGGREGATOR = (
-    "white-box: canary users with Dirac updates through the run's DP aggregator (same factory, noise, "
-    "clip, sampling and rounds), score = sum over rounds of the aggregate at the canary's coordinate"
+    "white-box: canary users whose updates span two tensors of the model's update, through the run's DP "
+    "aggregator (same factory, noise, clip, sampling and rounds), score = sum over rounds of the aggregate "
+    "projected on the canary's direction"
 )
 BLACK_BOX_EXAMPLES = (
     "black-box: out-of-distribution example canaries, score = -loss of the final model on the canary's label"

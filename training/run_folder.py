@@ -117,6 +117,53 @@ def save_model_atomically(model, path: str) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+# what the fresh process runs (see save_model_in_fresh_process)
+_SAVE_CHILD = (
+    "import sys; from training.run_folder import save_staged_model; save_staged_model(*sys.argv[1:])"
+)
+
+
+def save_model_in_fresh_process(model, path: str, scratch_dir: str) -> None:
+    """Saves `model` as a SavedModel at `path` from a fresh Python process.
+
+    The function names in saved_model.pb carry TensorFlow's process-wide trace counter: saved by a
+    process that trained several models (the private search's K runs), the model would reveal how
+    many. The child rebuilds the model from its Keras config and weights alone (staged in
+    `scratch_dir`, removed after), so the SavedModel depends on nothing else."""
+    import subprocess
+    import sys
+
+    staging = tempfile.mkdtemp(dir=scratch_dir, prefix=".release-")
+    try:
+        with open(os.path.join(staging, "model.json"), "w") as f:
+            f.write(model.to_json())
+        model.save_weights(os.path.join(staging, "weights"))
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = dict(os.environ, CUDA_VISIBLE_DEVICES="")  # the parent may hold the accelerator's memory
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        proc = subprocess.run(
+            [sys.executable, "-c", _SAVE_CHILD, staging, path],
+            env=env, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if proc.returncode != 0:
+            raise RuntimeError(f"saving the model failed:\n{proc.stderr[-3000:]}")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def save_staged_model(staging: str, path: str) -> None:
+    """The fresh process's half of `save_model_in_fresh_process`: nothing was traced before this save."""
+    import tensorflow as tf
+
+    with open(os.path.join(staging, "model.json")) as f:
+        model = tf.keras.models.model_from_json(f.read())
+    loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(loss=loss, metrics=["accuracy"])  # as every trained classifier here is
+    model.load_weights(os.path.join(staging, "weights")).assert_existing_objects_matched()
+    save_model_atomically(model, path)
+
+
 # ---------------------------------------------------------------- run folders
 
 

@@ -107,7 +107,9 @@ def make_train_steps(
     if seed is None:
         noise_gen = tf.random.Generator.from_non_deterministic_state()
     else:
-        noise_gen = tf.random.Generator.from_seed(seed + 7919)
+        # the seed as the Philox KEY: streams of different keys are independent, while seeds given
+        # to from_seed only offset one key's counter (nearby seeds would share most of their draws)
+        noise_gen = tf.random.Generator.from_key_counter(key=seed, counter=[0, 0], alg="philox")
     expected = float(dp.batch_size)
 
     def apply_noisy(rows, mask):

@@ -12,8 +12,9 @@ only the best run's model and score are released. Every run's noise multiplier i
 per-run RDP curve is dominated by the reference event's (largest batch size, most epochs), whose noise
 is calibrated so that RepeatAndSelect(reference) meets `target_epsilon` for the whole search.
 
-Not covered by the guarantee (kept for the data holder, README): the table of all runs (their noisy
-scores and configurations), K itself, and the test accuracy (the test split took no part in the
+Not covered by the guarantee (kept for the data holder in not_for_release/, README): the table of
+all runs (their noisy scores and configurations), K itself and the search's wall time (search.json),
+the per-run progress lines (progress.log); and the test accuracy (the test split took no part in the
 search, as elsewhere in this project it is reported without noise).
 """
 
@@ -21,12 +22,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import os
-import shutil
-import subprocess
-import sys
-import tempfile
 import time
 from typing import Any
 
@@ -40,14 +36,20 @@ from privacy.private_selection import RunsDistribution
 from privacy.randomness import derive_seed
 from privacy.report import privacy_report, randomness_report
 from training.progress import Progress
-from training.run_folder import RunFolder, csv_text, save_model_atomically, write_scalars
+from training.run_folder import RunFolder, csv_text, save_model_in_fresh_process, write_scalars
+from training.search_space import (
+    SEARCH_SEED_SALT,
+    SearchSpace,
+    in_validation,
+    split_validation,
+)
 
 RESULT_FILE = "result.json"
 # Everything about the runs tried (their configurations, noisy scores, K, HParams logs, the per-run
 # progress lines, the search's wall time) goes here: for the data holder, NOT covered by the guarantee
 # (releasing it reveals K and every score). Everything else the search writes or prints is independent
 # of K, except the selected run's configuration, weights and scores.
-NOT_FOR_RELEASE = "not_for_release"
+NOT_FOR_RELEASE = RunFolder.NOT_FOR_RELEASE
 TRIALS_FILE = os.path.join(NOT_FOR_RELEASE, "trials.csv")
 SEARCH_FILE = os.path.join(NOT_FOR_RELEASE, "search.json")  # K (runs_made) and the wall time
 PROGRESS_FILE = os.path.join(NOT_FOR_RELEASE, "progress.log")  # one line per run
@@ -56,37 +58,6 @@ DEFAULT_SCORE_NOISE = {"centralized": 10.0, "federated": 2.0}
 DEFAULT_VALIDATION_FRACTION = 0.15
 DEFAULT_RUNS = ("truncated_negative_binomial", 3.0, 0.1)  # RunsDistribution(name, mean, eta)
 PIPELINES = ("centralized", "federated")
-SEARCH_SEED_SALT = 0x7E5  # K, the configurations and the score noise: apart from init and DP noise
-
-
-class SpaceSampling:
-    """Checks and uniform sampling shared by the search spaces (fields: tuples of values > 0)."""
-
-    OPTIONAL: tuple[str, ...] = ()  # fields that may be empty (then not searched)
-
-    def __post_init__(self) -> None:
-        for name, values in dataclasses.asdict(self).items():
-            if not values and name not in self.OPTIONAL:
-                raise ValueError(f"the search space is empty: give at least one value for {name}")
-            if any(not (v > 0) for v in values):
-                raise ValueError(f"every {name} in the search space must be > 0, got {list(values)}")
-
-    def sample(self, rng: np.random.Generator) -> dict[str, Any]:
-        """One configuration, each value uniform and independent (before any data is seen)."""
-        space = {name: values for name, values in dataclasses.asdict(self).items() if values}
-        return {name: values[int(rng.integers(len(values)))] for name, values in space.items()}
-
-
-@dataclasses.dataclass(frozen=True)
-class SearchSpace(SpaceSampling):
-    """The centralized (DP-SGD) search space."""
-
-    OPTIONAL = ("width",)
-    learning_rate: tuple[float, ...] = (0.05, 0.1)
-    l2_norm_clip: tuple[float, ...] = (1.0,)
-    batch_size: tuple[int, ...] = (1024,)
-    epochs: tuple[int, ...] = (200,)
-    width: tuple[int, ...] = (64, 128)  # MLP hidden units (mlp only; empty for other models)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,36 +141,6 @@ class TuningResult:
     selected: dict[str, Any] | None  # the released run: its configuration, noisy score, test accuracy
     trials: list[dict[str, Any]]  # every run tried: not for release (their number is K)
     wall_time_s: float  # grows with K: not for release (not_for_release/search.json)
-
-
-def in_validation(x: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Each record's side, decided by a keyed hash of the record alone (Bernoulli(fraction)).
-
-    Adding or removing one record never moves another between training and validation, which the
-    add/remove accounting of the two parts needs (a seeded permutation of all N would not do that)."""
-    key = seed.to_bytes(8, "little", signed=True) + SEARCH_SEED_SALT.to_bytes(4, "little")
-    rows = np.ascontiguousarray(x.reshape(len(x), -1))
-    labels = np.ascontiguousarray(y)
-    digests = [
-        hashlib.blake2b(rows[i].tobytes() + labels[i].tobytes(), digest_size=8, key=key).digest()
-        for i in range(len(rows))
-    ]
-    return np.array([int.from_bytes(d, "little") / 2**64 < fraction for d in digests], dtype=bool)
-
-
-def split_validation(dataset: Dataset, fraction: float, seed: int) -> tuple[Dataset, tuple]:
-    """(training part as a Dataset whose test arrays are the validation split, validation arrays)."""
-    val = in_validation(dataset.x_train, dataset.y_train, fraction, seed)
-    if val.sum() < 1 or (~val).sum() < 2:
-        raise ValueError(
-            f"validation_fraction {fraction} leaves no validation or no training data (N={dataset.num_train})"
-        )
-    x_val, y_val = dataset.x_train[val], dataset.y_train[val]
-    part = dataclasses.replace(
-        dataset, x_train=dataset.x_train[~val], y_train=dataset.y_train[~val], x_test=x_val, y_test=y_val,
-        client_ids=None,
-    )  # fmt: skip
-    return part, (x_val, y_val)
 
 
 def search_rng(config: TuningConfig, stream: int) -> np.random.Generator:
@@ -445,7 +386,9 @@ def _release(plan: SearchPlan, models: dict, start: float) -> dict[str, Any] | N
             "test_accuracy": float(evals["accuracy"]),
             "test_loss": float(evals["loss"]),
         }
-        _save_released_model(plan, model)
+        # from a fresh process: saved_model.pb's function names carry TF's process-wide trace
+        # counter, which every run trained here advances (saved here, the model would reveal K)
+        save_model_in_fresh_process(model, folder.file(RunFolder.MODEL), folder.file(NOT_FOR_RELEASE))
     folder.write_json(RESULT_FILE, {"selected": selected, "note": _RESULT_NOTE})
     os.makedirs(folder.file(NOT_FOR_RELEASE), exist_ok=True)
     folder.write_text(TRIALS_FILE, csv_text(_trial_rows(plan)))
@@ -453,47 +396,6 @@ def _release(plan: SearchPlan, models: dict, start: float) -> dict[str, Any] | N
                                     "note": _SEARCH_NOTE})  # fmt: skip
     folder.write_privacy(privacy_json(plan))
     return selected
-
-
-# what the fresh process runs (see _save_released_model)
-_SAVE_CHILD = "import sys; from training.tuning import save_staged_model; save_staged_model(*sys.argv[1:])"
-
-
-def _save_released_model(plan: SearchPlan, model) -> None:
-    """Saves the selected model as a SavedModel from a fresh Python process.
-
-    The function names in saved_model.pb carry TensorFlow's process-wide trace counter, which every
-    run trained here advances: saved by this process, the model would reveal K. The child rebuilds
-    the model from its Keras config and weights alone, so the SavedModel depends on nothing else."""
-    staging = tempfile.mkdtemp(dir=plan.folder.file(NOT_FOR_RELEASE), prefix=".release-")
-    try:
-        with open(os.path.join(staging, "model.json"), "w") as f:
-            f.write(model.to_json())
-        model.save_weights(os.path.join(staging, "weights"))
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env = dict(os.environ, CUDA_VISIBLE_DEVICES="")  # the parent may hold the accelerator's memory
-        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-        proc = subprocess.run(
-            [sys.executable, "-c", _SAVE_CHILD, staging, plan.folder.file(RunFolder.MODEL)],
-            env=env, capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        if proc.returncode != 0:
-            raise RuntimeError(f"saving the selected model failed:\n{proc.stderr[-3000:]}")
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def save_staged_model(staging: str, path: str) -> None:
-    """The fresh process's half of `_save_released_model`: nothing was traced before this save."""
-    import tensorflow as tf
-
-    with open(os.path.join(staging, "model.json")) as f:
-        model = tf.keras.models.model_from_json(f.read())
-    loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    model.compile(loss=loss, metrics=["accuracy"])  # as every run's model is (both pipelines)
-    model.load_weights(os.path.join(staging, "weights")).assert_existing_objects_matched()
-    save_model_atomically(model, path)
 
 
 _RESULT_NOTE = (

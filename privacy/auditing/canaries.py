@@ -97,7 +97,12 @@ class GradientCanaries:
 
     def sample(self, rate: float, rng: np.random.Generator) -> np.ndarray:
         """Float mask of the canaries in one step: each inserted one with probability `rate` (Poisson)."""
-        return ((rng.random(len(self.inserted)) < rate) & self.inserted).astype(np.float32)
+        return poisson_sample(self.inserted, rate, rng)
+
+
+def poisson_sample(inserted: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
+    """Float mask of the canaries in one step or round: each inserted one with probability `rate`."""
+    return ((rng.random(len(inserted)) < rate) & inserted).astype(np.float32)
 
 
 def audit_scores(
@@ -135,7 +140,9 @@ class UpdateCanaries:
     score is the released aggregate projected on that direction. Under correct noise this has the
     power of a one-coordinate (Dirac) canary; it also sees what a Dirac canary cannot: noise that is
     shared between tensors (one random stream reused for every tensor gives equal noise at equal
-    offsets, which cancels in the difference). A model with one tensor gets Dirac canaries.
+    offsets, which cancels in the difference). Once no pair of tensors has a common free offset left
+    (a model of one tensor, or small tensors such as a logistic model's bias), the remaining canaries
+    are one-coordinate (Dirac) canaries on the free coordinates.
     """
 
     shapes: tuple[tuple[int, ...], ...]
@@ -157,28 +164,34 @@ class UpdateCanaries:
         free[largest].discard(other[1])
         pairs = [(a, b) for a in range(len(sizes)) for b in range(a + 1, len(sizes))]
         first, second = [], []
+        live = list(pairs)  # pairs of tensors that still have a common free offset
         for i in range(num):
-            options = pairs[i % len(pairs) :] + pairs[: i % len(pairs)] if pairs else []
-            for a, b in options:
+            placed = False
+            while live and not placed:
+                a, b = live[i % len(live)]
                 k = _free_offset(free[a], free[b], min(sizes[a], sizes[b]), rng)
-                if k is not None:
-                    free[a].discard(k)
-                    free[b].discard(k)
-                    first.append((a, k))
-                    second.append((b, k))
-                    break
-            else:
-                candidates = [t for t in range(len(sizes)) if free[t]] if not pairs else []
-                if not candidates:
-                    raise ValueError(
-                        f"{num} canary users need {num} disjoint directions in the model's update "
-                        f"({sum(sizes)} parameters in {len(sizes)} tensors); use fewer --audit_canaries"
-                    )
-                t = candidates[i % len(candidates)]
-                k = int(sorted(free[t])[rng.integers(len(free[t]))])
-                free[t].discard(k)
-                first.append((t, k))
-                second.append((-1, -1))
+                if k is None:
+                    live.remove((a, b))
+                    continue
+                free[a].discard(k)
+                free[b].discard(k)
+                first.append((a, k))
+                second.append((b, k))
+                placed = True
+            if placed:
+                continue
+            # no pair left (a model of one tensor, or small tensors): a one-coordinate canary
+            candidates = [t for t in range(len(sizes)) if free[t]]
+            if not candidates:
+                raise ValueError(
+                    f"{num} canary users need {num} disjoint directions in the model's update "
+                    f"({sum(sizes)} parameters in {len(sizes)} tensors); use fewer --audit_canaries"
+                )
+            t = candidates[i % len(candidates)]
+            k = int(sorted(free[t])[rng.integers(len(free[t]))])
+            free[t].discard(k)
+            first.append((t, k))
+            second.append((-1, -1))
         return cls(shapes, np.array(first).reshape(-1, 2), np.array(second).reshape(-1, 2), other,
                    np.asarray(inserted, bool), float(norm), seed)  # fmt: skip
 

@@ -58,7 +58,7 @@ def test_dp_run_end_to_end_outputs_budget_stop_and_empty_rounds(tmp_path, binary
     target = (ledger[3] + ledger[4]) / 2  # affords exactly 4 rounds
 
     def sampling_seed(seed: int) -> int:  # the run's client sampling seed, derived from --seed
-        return noise_seed(FederatedConfig(seed=seed))
+        return noise_seed(FederatedConfig(seed=seed, experiment_name="dp"))
 
     seed = next(
         s for s in range(100) if any(len(sample_clients(dp, r, sampling_seed(s))) == 0 for r in range(4))
@@ -166,7 +166,7 @@ def test_resume_after_sigkill_counts_each_round_once(tmp_path, binary_env, asser
     assert privacy["epsilon"] == pytest.approx(accounting.fedavg_epsilon(dp, 6))
     # Same clients as an uninterrupted run would have drawn.
     full = _read_metrics(run_dir / "not_for_release" / "round_metrics.csv")
-    seed = noise_seed(FederatedConfig(seed=0))
+    seed = noise_seed(FederatedConfig(seed=0, experiment_name="resume"))
     assert [int(r["clients"]) for r in full] == [len(sample_clients(dp, r, seed)) for r in range(6)]
 
     # A rerun with other settings must not touch the run's files.

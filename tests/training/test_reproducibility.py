@@ -14,8 +14,7 @@ def _centralized(tmp_path, name: str, **kw):
         batch_size=256,
         dp=True,
         target_epsilon=3.0,
-        root_output_dir=str(tmp_path),
-        experiment_name=name,
+        root_output_dir=str(tmp_path / name),  # the same command (experiment name) in another place
         **kw,
     )
     return centralized.run(cfg, verbose=False)
@@ -29,6 +28,9 @@ def test_centralized_dp_run_is_reproducible_and_secure_noise_is_not(tmp_path):
     assert s1.privacy["randomness"]["mode"] == "secure"
     assert [r["test_loss"] for r in s1.history] != [r["test_loss"] for r in s2.history]
     assert s1.privacy["epsilon"] == a.privacy["epsilon"]  # same mechanism, same accounting
+    # another experiment (say, the same settings at another target) never shares the noise stream
+    other = centralized.CentralizedConfig(seed=0, experiment_name="other")
+    assert centralized.noise_seed(other) != centralized.noise_seed(centralized.CentralizedConfig(seed=0))
 
 
 def _federated(tmp_path, name: str, digits, **kw):
@@ -42,8 +44,7 @@ def _federated(tmp_path, name: str, digits, **kw):
         aggregator="adaptive",
         noise_multiplier=0.5,
         clipped_count_stddev=1.0,
-        root_output_dir=str(tmp_path),
-        experiment_name=name,
+        root_output_dir=str(tmp_path / name),  # the same command (experiment name) in another place
         **kw,
     )
     return federated.run(cfg, digits, verbose=False)

@@ -25,8 +25,9 @@ from __future__ import annotations
 import numpy as np
 
 from data.clients import ClientPopulation, ExtendedPopulation
-from privacy.auditing.canaries import ExampleCanaries, UpdateCanaries, inclusion
+from privacy.auditing.canaries import ExampleCanaries, UpdateCanaries, inclusion, poisson_sample
 from privacy.config import DpFedAvgConfig
+from privacy.randomness import derive_seed
 from training.canary_audit import WhiteBoxObserver
 
 ADAPTIVE_CANARY_SCALE = 1e3  # canary updates far above any clip: each adds exactly the round's clip
@@ -88,7 +89,7 @@ def _round_records(
     other = canaries.other_update()
     if slots is None:  # Poisson: every user, canary or not, joins with probability q on its own
         rng = np.random.default_rng([seed, r, 0xA6])
-        sampled = ((rng.random(len(canaries.inserted)) < dp.sampling_rate) & canaries.inserted).astype(bool)
+        sampled = poisson_sample(canaries.inserted, dp.sampling_rate, rng)
         records = [canaries.canary_update(int(i), scale) for i in np.flatnonzero(sampled)]
         return records + [other] * int(rng.binomial(dp.num_clients, dp.sampling_rate))
     records = []
@@ -115,7 +116,10 @@ def simulate_aggregator(
 
     shapes = canaries.shapes
     value_type = tff.types.StructWithPythonType([tff.types.TensorType(np.float32, s) for s in shapes], list)
-    process = _factory(dp, shapes, None if noise_seed is None else noise_seed + 0xA6).create(value_type)
+    # its own stream: an offset of the run's seed could meet the run's noise (tree aggregation's
+    # generator steps its seed by the number of tensors every round)
+    audit_seed = None if noise_seed is None else derive_seed(noise_seed, "aggregator_audit")
+    process = _factory(dp, shapes, audit_seed).create(value_type)
     slots = None
     if dp.client_sampling == "uniform" or dp.aggregator == "tree":
         slots = np.random.default_rng([seed, 0xA7]).permutation(dp.num_clients)[: len(canaries.inserted)]

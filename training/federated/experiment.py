@@ -81,7 +81,7 @@ class FederatedConfig:
     seed: int = 0
     secure_noise: bool = False  # noise and client sampling from OS entropy, not from `seed`
     run_id: str = ""  # this run among runs released together; the noise seed is derived from it
-    audit_canaries: int = 0  # Dirac canary users through the run's aggregator (white box)
+    audit_canaries: int = 0  # canary users through the run's aggregator (white box, the model's tensors)
     audit_canary_clients: int = 0  # out-of-distribution canary clients in the population (black box)
     root_output_dir: str = "runs"
     experiment_name: str = "federated"
@@ -244,10 +244,13 @@ def load_population(config: FederatedConfig, dataset: Dataset | ClientPopulation
 
 def noise_seed(config: FederatedConfig) -> int | None:
     """The seed of everything the guarantee relies on (aggregator noise, client sampling, local DP);
-    derived from (seed, run_id) so that runs released together never share a stream; None: OS entropy."""
+    derived from (seed, experiment name, run_id) so that no two experiments, comparison arms or search
+    trials share a stream; None: OS entropy."""
     from privacy.randomness import derive_seed
 
-    return None if config.secure_noise else derive_seed(config.seed, "federated", config.run_id)
+    if config.secure_noise:
+        return None
+    return derive_seed(config.seed, "federated", config.experiment_name, config.run_id)
 
 
 def prepare(

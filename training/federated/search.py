@@ -19,7 +19,8 @@ import numpy as np
 from data.clients import ClientPopulation
 from data.datasets import Dataset
 from privacy.config import DpFedAvgConfig
-from training.tuning import SpaceSampling, trial_run_id
+from training.search_space import SpaceSampling
+from training.tuning import trial_run_id
 
 VALIDATION_EXAMPLES_PER_USER = 5  # the sensitivity of the score's count under add/remove one user
 
