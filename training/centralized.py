@@ -18,8 +18,7 @@ import numpy as np
 
 from data.datasets import Dataset
 from privacy import accounting
-from privacy.config import ACCOUNTANTS, DP_SGD_ENGINES, EXAMPLE_SAMPLINGS, DpSgdConfig, check_delta
-from privacy.local_dp import LocalDpConfig
+from privacy.config import DpSgdConfig, check_delta
 from privacy.report import privacy_report, randomness_report, reported_epsilon
 from training.canary_audit import (
     AUDIT_FILE,
@@ -32,107 +31,11 @@ from training.canary_audit import (
     insert_canaries,
     write_audit,
 )
+from training.centralized_config import LR_SCHEDULES, CentralizedConfig, ConfigError
 from training.progress import Progress
 from training.run_folder import RunFolder, write_scalars
 
-LR_SCHEDULES = ("constant", "cosine")
-
-
-class ConfigError(ValueError):
-    """Settings that cannot run (as opposed to a bug): the message says what to change."""
-
-
-@dataclasses.dataclass(frozen=True)
-class CentralizedConfig:
-    dataset: str = "digits"
-    data_dir: str | None = None
-    download: bool = False
-    label_column: str = "label"
-    model: str = "mlp"
-    width: int | None = None  # MLP hidden units; None: models/builders.py's default
-    # None: from training.recipes, by model and input shape (resolved in prepare())
-    epochs: int | None = None
-    batch_size: int | None = None
-    sampling_rate: float | None = None  # instead of batch_size: batch_size = round(q * N)
-    learning_rate: float | None = None
-    momentum: float | None = None
-    lr_schedule: str | None = None
-    dp: bool = False
-    l2_norm_clip: float | None = None
-    noise_multiplier: float | None = None
-    target_epsilon: float | None = None
-    delta: float = 1e-5
-    accountant: str = "rdp"
-    sampling: str = "poisson"
-    engine: str = "auto"
-    seed: int = 0
-    secure_noise: bool = False  # noise and sampling from OS entropy, not from `seed`
-    # who this run is among runs released together (the comparison's arm, the search's trial): its
-    # noise and sampling seed is derived from (seed, run_id), so no two such runs share a stream
-    run_id: str = ""
-    audit_canaries: int = 0  # gradient (white-box) canaries, half inserted (training/canary_audit.py)
-    audit_example_canaries: int = 0  # out-of-distribution example (black-box) canaries, half inserted
-    root_output_dir: str = "runs"
-    experiment_name: str = "centralized"
-    local_dp: LocalDpConfig | None = None
-
-    def __post_init__(self) -> None:
-        checks = [
-            (self.epochs is None or self.epochs > 0, f"epochs must be > 0, got {self.epochs}"),
-            (
-                self.batch_size is None or self.batch_size > 0,
-                f"batch_size must be > 0, got {self.batch_size}",
-            ),
-            (
-                self.sampling_rate is None or 0 < self.sampling_rate <= 1,
-                f"sampling_rate must be in (0, 1], got {self.sampling_rate}",
-            ),
-            (
-                self.learning_rate is None or self.learning_rate > 0,
-                f"learning_rate must be > 0, got {self.learning_rate}",
-            ),
-            (
-                self.momentum is None or 0 <= self.momentum < 1,
-                f"momentum must be in [0, 1), got {self.momentum}",
-            ),
-            (
-                self.lr_schedule is None or self.lr_schedule in LR_SCHEDULES,
-                f"lr_schedule must be one of {LR_SCHEDULES}",
-            ),
-            (
-                self.l2_norm_clip is None or self.l2_norm_clip > 0,
-                f"l2_norm_clip must be > 0, got {self.l2_norm_clip}",
-            ),
-            (0 < self.delta < 1, f"delta must be in (0, 1), got {self.delta}"),
-            (self.accountant in ACCOUNTANTS, f"accountant must be one of {ACCOUNTANTS}"),
-            (self.sampling in EXAMPLE_SAMPLINGS, f"sampling must be one of {EXAMPLE_SAMPLINGS}"),
-            (self.engine in DP_SGD_ENGINES, f"engine must be one of {DP_SGD_ENGINES}"),
-            (self.noise_multiplier is None or self.noise_multiplier >= 0, "noise_multiplier must be >= 0"),
-            (self.target_epsilon is None or self.target_epsilon > 0, "target_epsilon must be > 0"),
-            (self.audit_canaries >= 0, f"audit_canaries must be >= 0, got {self.audit_canaries}"),
-            (
-                self.audit_example_canaries >= 0,
-                f"audit_example_canaries must be >= 0, got {self.audit_example_canaries}",
-            ),
-        ]
-        if self.dp:
-            checks.append(
-                (
-                    self.noise_multiplier is not None or self.target_epsilon is not None,
-                    "--dp needs --noise_multiplier or --target_epsilon",
-                )
-            )
-        else:  # a forgotten --dp must not leave the user believing in a guarantee
-            checks.append(
-                (
-                    self.noise_multiplier is None and self.target_epsilon is None,
-                    "--noise_multiplier/--target_epsilon only apply with --dp: without --dp the run is not "
-                    "private; add --dp, or drop them for a non-private baseline",
-                )
-            )
-        for ok, msg in checks:
-            if not ok:
-                raise ConfigError(msg)
+__all__ = ["LR_SCHEDULES", "CentralizedConfig", "CentralizedResult", "ConfigError", "Plan", "prepare", "run"]
 
 
 @dataclasses.dataclass
@@ -142,8 +45,10 @@ class CentralizedResult:
     test_loss: float
     privacy: dict[str, Any]
     wall_time_s: float
-    history: list[dict[str, Any]]
+    history: list[dict[str, Any]]  # what metrics.csv holds (a DP run: no timings, which nothing covers)
     audit: dict[str, Any] | None = None
+    # every epoch's full row, its wall time included (a DP run's is in not_for_release/ only)
+    unreleased_history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 def dp_sgd_config(config: CentralizedConfig, num_examples: int) -> DpSgdConfig:
@@ -209,10 +114,13 @@ def with_recipe(config: CentralizedConfig, input_shape: tuple[int, ...]) -> Cent
 
 def noise_seed(config: CentralizedConfig) -> int | None:
     """The seed of everything the guarantee relies on (noise, sampling, local DP), derived from
-    (seed, run_id) so that runs released together never share a stream; None: OS entropy."""
+    (seed, experiment name, run_id), so that no two experiments, comparison arms or search trials
+    share a stream; None: OS entropy."""
     from privacy.randomness import derive_seed
 
-    return None if config.secure_noise else derive_seed(config.seed, "centralized", config.run_id)
+    if config.secure_noise:
+        return None
+    return derive_seed(config.seed, "centralized", config.experiment_name, config.run_id)
 
 
 def _load(config: CentralizedConfig, dataset: Dataset | None) -> tuple[Dataset, dict | None]:
@@ -294,7 +202,7 @@ def run(
     """Validates everything, then trains, evaluates, accounts and writes all outputs.
 
     `flags` (the binary's flag values) are written to flags.txt, after validation; `verbose` prints
-    progress with an ETA.
+    progress (with an ETA unless the run is DP: its timings are not covered).
     """
     return launch(prepare(config, dataset), flags, verbose)
 
@@ -305,7 +213,7 @@ def launch(plan: Plan, flags: dict[str, Any] | None = None, verbose: bool = True
     A run that is already complete (same settings, privacy.json written) is not redone: its results
     are read back and nothing on disk changes.
     """
-    progress = Progress("centralized", plan.epochs, enabled=verbose)
+    progress = Progress("centralized", plan.epochs, enabled=verbose, timed=plan.dp is None)
     if plan.complete:
         progress.note(f"{plan.folder.path} already holds this run, complete: nothing to do")
         return _read_result(plan)
@@ -317,7 +225,9 @@ def launch(plan: Plan, flags: dict[str, Any] | None = None, verbose: bool = True
 
 
 def _read_result(plan: Plan) -> CentralizedResult:
+    """A finished run read back: the same `history` (metrics.csv, the released rows) as a fresh run."""
     history = plan.folder.read_metrics()
+    full = plan.folder.read_metrics(name=UNRELEASED_EPOCHS_FILE) if _unreleased(plan) else history
     final = history[-1] if history else {}
     return CentralizedResult(
         output_dir=plan.folder.path,
@@ -327,6 +237,7 @@ def _read_result(plan: Plan) -> CentralizedResult:
         wall_time_s=0.0,
         history=history,
         audit=plan.folder.read_json(AUDIT_FILE) if plan.canaries else None,
+        unreleased_history=full,
     )
 
 
@@ -400,7 +311,7 @@ def train(plan: Plan, progress: Progress | None = None) -> CentralizedResult:
 
     start = time.time()
     config, dataset = plan.config, plan.dataset
-    progress = progress or Progress("centralized", plan.epochs)
+    progress = progress or Progress("centralized", plan.epochs, timed=plan.dp is None)
     observer = (
         WhiteBoxObserver(plan.canaries.gradients) if plan.canaries and plan.canaries.gradients else None
     )
@@ -431,9 +342,10 @@ def train(plan: Plan, progress: Progress | None = None) -> CentralizedResult:
         tf.summary.text("privacy_statement", privacy["statement"])
     tb.flush()
     plan.folder.save_model(model)
+    released = [{k: v for k, v in r.items() if k not in _unreleased(plan)} for r in history]
     if _unreleased(plan):  # a DP run's timings depend on the sampled batches: for the data holder only
         plan.folder.write_metrics(history, name=UNRELEASED_EPOCHS_FILE)
-    plan.folder.write_metrics([{k: v for k, v in r.items() if k not in _unreleased(plan)} for r in history])
+    plan.folder.write_metrics(released)
     plan.folder.write_privacy(privacy)
     final = history[-1]
     return CentralizedResult(
@@ -442,8 +354,9 @@ def train(plan: Plan, progress: Progress | None = None) -> CentralizedResult:
         test_loss=final["test_loss"],
         privacy=privacy,
         wall_time_s=time.time() - start,
-        history=history,
+        history=released,
         audit=audit,
+        unreleased_history=history,
     )
 
 

@@ -1,4 +1,6 @@
-"""Progress of a long run on stdout: a bounded number of lines, each with the elapsed time and an ETA.
+"""Progress of a long run on stdout: a bounded number of lines, each with the elapsed time and an ETA
+(unless untimed: a DP run's durations depend on its private data, e.g. the Poisson batch sizes, and no
+guarantee covers them, so its lines carry none).
 
 Epochs and rounds are reported at most `max_lines` times (evenly spaced, plus the last), so a
 100-epoch run prints about 20 lines, not 100; notes (stopped for the budget, resumed) always print.
@@ -38,10 +40,13 @@ class Progress:
         *,
         first: int = 1,
         enabled: bool = True,
+        timed: bool = True,
         max_lines: int = DEFAULT_MAX_LINES,
         printer: Callable[[str], None] | None = None,
     ) -> None:
+        """`timed=False`: step lines without elapsed time and ETA (a DP run's, which nothing covers)."""
         self.label, self.total, self.first, self.enabled = label, total, first, enabled
+        self.timed = timed
         self.every = max(1, math.ceil((total - first + 1) / max_lines))
         self.printer = printer or (lambda line: print(line, flush=True))
         self._start = time.monotonic()
@@ -58,6 +63,9 @@ class Progress:
 
     def step(self, done: int, text: str) -> None:
         if done == self.total or (done - self.first) % self.every == 0:
+            if not self.timed:
+                self._print(text)
+                return
             elapsed = duration(time.monotonic() - self._start)
             self._print(f"{text} [{elapsed}, eta {duration(self.eta(done))}]")
 

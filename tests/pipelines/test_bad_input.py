@@ -98,6 +98,15 @@ def test_compare_into_an_uncreatable_folder(run_binary):
     assert "cannot create output folder /proc/forbidden" in line
 
 
+def test_compare_with_more_canaries_than_the_model_has_coordinates(run_binary, tmp_path):
+    """Logistic regression on digits has 650 parameters: 700 white-box canaries are refused before any
+    arm runs (the first federated arm used to fail after the centralized ones had written files)."""
+    proc = run_binary("compare", "--model=logistic", "--audit_canaries=700", f"--root_output_dir={tmp_path}")
+    line = _one_line_error(proc)
+    assert "--audit_canaries=700" in line and "650" in line
+    assert not os.path.exists(tmp_path / "comparison")
+
+
 def test_predict_cannot_write_its_answers_and_charges_nothing(run_binary, saved_digits_model, tmp_path):
     from privacy.prediction_ledger import ledger_path
 

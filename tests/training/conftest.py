@@ -50,7 +50,11 @@ class FakeArms:
                 "l2_norm_clip": 1.0,
             },
             wall_time_s=1.0,
-            history=[{"epoch": 1, "test_accuracy": acc - 0.1}, {"epoch": 2, "test_accuracy": acc}],
+            # with the timings a pipeline's full rows carry, which the comparison must not release
+            history=[
+                {"epoch": 1, "test_accuracy": acc - 0.1, "epoch_time_s": 0.5},
+                {"epoch": 2, "test_accuracy": acc, "round_time_s": 0.5},
+            ],
             model_dir=os.path.join(out, "model"),
             clients_per_round=None if spec.pipeline == "centralized" else 10,
             num_clients=None if spec.pipeline == "centralized" else 50,

@@ -123,8 +123,8 @@ class ArmOutcome:
     test_accuracy: float
     test_loss: float
     privacy: dict[str, Any]
-    wall_time_s: float
-    history: list[dict[str, Any]]
+    wall_time_s: float  # not for release: only in the comparison's not_for_release/timings.csv
+    history: list[dict[str, Any]]  # the run's released rows (a DP run's: no timings)
     model_dir: str
     num_clients: int | None = None
     clients_per_round: int | None = None
@@ -178,7 +178,7 @@ def _run_tuned_arm(cfg, dataset: Dataset) -> ArmOutcome:
         test_accuracy=float(selected.get("test_accuracy", math.nan)),
         test_loss=float(selected.get("test_loss", math.nan)),
         privacy=dict(res.privacy),
-        wall_time_s=math.nan,  # the tables show n/a
+        wall_time_s=math.nan,  # not even in not_for_release/timings.csv (the search's own folder has it)
         history=[],
         model_dir=os.path.join(res.output_dir, "model"),
     )

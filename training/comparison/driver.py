@@ -22,6 +22,8 @@ Layout under ``<root_output_dir>/<experiment_name>/``::
     arms/<arm_id>/arm_result.json  written atomically LAST: the arm's completion marker
     results.csv results.md privacy_utility.png
     tensorboard/                 hparams experiment at the root, one run per arm below it
+    not_for_release/timings.csv  every arm's train/audit/wall time (a DP arm's depend on its
+                                 private data, which no guarantee covers): for the data holder only
 
 Resumability: an arm whose ``arm_result.json`` exists is skipped; the tables, plot and
 TensorBoard runs are rebuilt from all completed arms at the end of every invocation.
@@ -40,7 +42,13 @@ from data.datasets import Dataset, load_dataset
 from training.comparison.arms import ArmRunner, Auditor, pipeline_config, run_pipeline_arm
 from training.comparison.grid import ComparisonConfig, arm_grid, check_dataset
 from training.comparison.hparams import write_tensorboard_arm, write_tensorboard_experiment
-from training.comparison.records import arm_result_path, load_arm_result, make_arm_record
+from training.comparison.records import (
+    arm_result_path,
+    arm_timings,
+    load_arm_result,
+    make_arm_record,
+    write_arm_timings,
+)
 from training.comparison.tables import results_markdown, write_plot
 from training.progress import Progress
 from training.run_folder import (
@@ -59,7 +67,7 @@ class ComparisonResult:
     rows: list[dict[str, Any]]
     ran: list[str]
     skipped: list[str]
-    wall_time_s: float
+    wall_time_s: float  # covers the DP arms: not for release (nothing prints or writes it)
 
 
 def load_datasets(config: ComparisonConfig, dataset: Dataset | None) -> dict[int, Dataset]:
@@ -85,6 +93,8 @@ def validate(config: ComparisonConfig, datasets: Mapping[int, Dataset], check_pi
     check_output_dir(config.output_dir)
     for ds in datasets.values():
         check_dataset(config, ds)
+        if check_pipelines and config.audit_canaries:
+            _check_canary_capacity(config, ds)
     out_dir = config.output_dir
     comparison_json = os.path.join(out_dir, "comparison.json")
     if os.path.exists(comparison_json):
@@ -106,6 +116,21 @@ def validate(config: ComparisonConfig, datasets: Mapping[int, Dataset], check_pi
                 from training.tuning import check_settings
 
                 check_settings(cfg, datasets[spec.seed].num_train)
+
+
+def _check_canary_capacity(config: ComparisonConfig, dataset: Dataset) -> None:
+    """White-box canaries need one disjoint coordinate (centrally) or direction (federated) each,
+    plus one for the other users: refuse a grid whose model is too small before any arm runs."""
+    from models.builders import build_model
+
+    model = build_model(config.model, dataset.input_shape, dataset.num_classes)
+    parameters = sum(v.shape.num_elements() for v in model.trainable_variables)
+    if config.audit_canaries >= parameters:
+        raise ValueError(
+            f"--audit_canaries={config.audit_canaries} needs that many distinct parameter coordinates, "
+            f"and the {config.model} model has {parameters} (one is kept for the other users' updates); "
+            f"use --audit_canaries<={parameters - 1}"
+        )
 
 
 def collect_rows(config: ComparisonConfig) -> list[dict[str, Any]]:
@@ -162,12 +187,15 @@ def run_comparison(
     skipped = [spec.arm_id for spec in grid if spec not in todo]
     if skipped:
         log(f"[compare] {len(skipped)} of {len(grid)} arms already complete: skipped")
-    progress = Progress("compare", len(todo), max_lines=max(1, len(todo)), printer=log)
+    # the elapsed time and ETA of DP arms are timings of their private data: untimed lines then
+    timed = not any(spec.is_dp for spec in todo)
+    progress = Progress("compare", len(todo), timed=timed, max_lines=max(1, len(todo)), printer=log)
     for i, spec in enumerate(todo, 1):
         outcome = run_arm(spec, config, datasets[spec.seed], arms_root)
         t0 = time.time()
         audit = auditor(outcome.model_dir, datasets[spec.seed], spec.seed, config)
-        record = make_arm_record(spec, config, outcome, audit, time.time() - t0)
+        write_arm_timings(out, arm_timings(spec, outcome, time.time() - t0))  # before the marker
+        record = make_arm_record(spec, config, outcome, audit)
         result_path = arm_result_path(out, spec)
         os.makedirs(os.path.dirname(result_path), exist_ok=True)
         atomic_write_json(result_path, record)  # the completion marker, written last
@@ -177,7 +205,7 @@ def run_comparison(
         progress.step(
             i,
             f"{i}/{len(todo)} {spec.arm_id} ({spec.unit}): accuracy {r['test_accuracy']:.4f}, "
-            f"epsilon {r['epsilon']:.3g}, {_bound_text(r)}, {r['wall_time_s']:.1f}s",
+            f"epsilon {r['epsilon']:.3g}, {_bound_text(r)}",
         )
         write_reports(config, collect_rows(config))  # partial tables after every arm
 

@@ -1,7 +1,13 @@
-"""Arm results on disk: one record per completed arm, written last, so reruns skip finished arms."""
+"""Arm results on disk: one record per completed arm, written last, so reruns skip finished arms.
+
+No record holds a timing: a DP arm's train time grows with the batches (clients) its sampling drew,
+a statistic of the private data that no guarantee covers. Every arm's timings go to
+not_for_release/timings.csv of the comparison folder, for the data holder.
+"""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from collections.abc import Mapping
@@ -10,10 +16,14 @@ from typing import Any
 from privacy.report import reported_epsilon
 from training.comparison.arms import ArmOutcome
 from training.comparison.grid import ArmSpec, ComparisonConfig
-from training.run_folder import jsonable
+from training.run_folder import RunFolder, jsonable, write_csv
 
 RESULT_FILE = "arm_result.json"
-ARM_RESULT_VERSION = 5  # bump when the audit or the record changes: old records are refused
+# bump when the audit or the record changes: old records are refused. 6: no timings (version 5 rows
+# and histories held them, and a rerun would copy them into results.csv again)
+ARM_RESULT_VERSION = 6
+TIMINGS_FILE = os.path.join(RunFolder.NOT_FOR_RELEASE, "timings.csv")
+TIMING_SUFFIX = "_time_s"  # epoch_time_s, round_time_s: the history's timings
 
 
 def arm_result_path(out_dir: str, spec: ArmSpec) -> str:
@@ -73,9 +83,31 @@ def _audit_columns(audit: Mapping[str, Any] | None) -> dict[str, Any]:
     }
 
 
+def arm_timings(spec: ArmSpec, outcome: ArmOutcome, audit_time_s: float) -> dict[str, Any]:
+    """The arm's row of not_for_release/timings.csv (the tuned arm's train time is NaN: it grows with K)."""
+    return {
+        "arm_id": spec.arm_id,
+        "train_time_s": outcome.wall_time_s,
+        "audit_time_s": audit_time_s,
+        "wall_time_s": outcome.wall_time_s + audit_time_s,
+    }
+
+
+def write_arm_timings(out_dir: str, timings: Mapping[str, Any]) -> None:
+    """Adds (or replaces, for a rerun arm) one arm's row of <out_dir>/not_for_release/timings.csv."""
+    path = os.path.join(out_dir, TIMINGS_FILE)
+    rows: list[Mapping[str, Any]] = []
+    if os.path.exists(path):
+        with open(path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if r.get("arm_id") != timings["arm_id"]]
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    write_csv(path, [*rows, timings])
+
+
 def make_arm_record(
-    spec: ArmSpec, config: ComparisonConfig, outcome: ArmOutcome, audit: dict, audit_time_s: float
+    spec: ArmSpec, config: ComparisonConfig, outcome: ArmOutcome, audit: dict
 ) -> dict[str, Any]:
+    """The arm's completion record: its results.csv row, privacy report, audits and history (untimed)."""
     p = outcome.privacy
     attacks = audit.get("attacks", {})
     row = {
@@ -102,9 +134,6 @@ def make_arm_record(
         "null_loss_auc": audit.get("null_loss_auc"),
         "member_accuracy": audit.get("member_accuracy"),
         "nonmember_accuracy": audit.get("nonmember_accuracy"),
-        "train_time_s": outcome.wall_time_s,
-        "audit_time_s": audit_time_s,
-        "wall_time_s": outcome.wall_time_s + audit_time_s,
         "run_dir": outcome.output_dir,
     }
     return {
@@ -114,5 +143,5 @@ def make_arm_record(
         "privacy": p,
         "audit": audit,
         "canary_audit": outcome.audit,
-        "history": outcome.history,
+        "history": [{k: v for k, v in h.items() if not k.endswith(TIMING_SUFFIX)} for h in outcome.history],
     }

@@ -60,8 +60,12 @@ def _bound(a: Mapping[str, Any]) -> str:
     return text + (" ⚠ EXCEEDS ε" if a["audit_exceeds_claim"] else "")
 
 
-def results_table(rows: Sequence[Mapping[str, Any]], timing: bool = True) -> list[str]:
-    """The markdown table lines (header first), one row per (arm, target epsilon); `timing` adds wall time."""
+def results_table(rows: Sequence[Mapping[str, Any]], timing: bool = False) -> list[str]:
+    """The markdown table lines (header first), one row per (arm, target epsilon).
+
+    `timing` adds a wall-time column from rows that carry `wall_time_s` (joined from
+    not_for_release/timings.csv by the data holder): the released rows have none, since a DP arm's
+    time depends on its private data."""
     lines = [
         "| arm | unit | target ε | achieved ε | ε lower bound (audit) | noise | accuracy | loss-attack AUC "
         "| LiRA AUC | LiRA TPR@1%FPR | canary AUC |" + (" wall time (s) |" if timing else ""),
@@ -110,7 +114,8 @@ def results_markdown(rows: Sequence[Mapping[str, Any]], config: ComparisonConfig
         "Secondary, membership inference against held-out non-members (balanced): loss-attack = "
         "loss-threshold attack (Yeom et al.); LiRA = offline LiRA with reference models (0.5 = no "
         "leakage detected); canary AUC = black-box loss attack on out-of-distribution canaries "
-        "(examples centrally, clients federated). Wall time includes the audit.",
+        "(examples centrally, clients federated). No timings: a DP arm's depend on its private data "
+        "and no guarantee covers them (they are in not_for_release/timings.csv, for the data holder).",
         "",
         *results_table(rows),
     ]

@@ -210,7 +210,8 @@ def _train(plan: Plan, ckpt_dir: str, start: float, verbose: bool) -> FederatedR
         psm = tff.program.FileProgramStateManager(ckpt_dir, keep_total=2)
         state, progress = _restore(process, psm, loop, folder, dp.is_private)
         done = progress.done
-        report = Progress("federated", planned, first=done + 1, enabled=verbose)
+        # a DP run's round durations are statistics of the sampled clients: its lines carry none
+        report = Progress("federated", planned, first=done + 1, enabled=verbose, timed=not dp.is_private)
         if done:
             report.note(f"resuming after round {done} from {ckpt_dir}")
         eval_model, evaluate = _evaluator(config, population, process)
