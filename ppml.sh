@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# One entry point that sets itself up: ./ppml demo | test | run <module> [flags] | setup
-#   ./ppml demo     -> the centralized-vs-federated DP comparison on the embedded digits data
-#   ./ppml test     -> the test suite (pytest; pass e.g. -m "not slow" for the quick subset)
+# One entry point that sets itself up: ./ppml.sh demo | test | run <module> [flags] | setup
+#   ./ppml.sh demo     -> the centralized-vs-federated DP comparison on the embedded digits data
+#   ./ppml.sh test     -> the test suite (pytest; pass e.g. -m "not slow" for the quick subset)
 # Setup (first call only): uv (pinned) in .tools/, then `uv sync --frozen` into .venv/ from uv.lock.
 set -euo pipefail
 cd "$(dirname "$0")"
