@@ -111,10 +111,12 @@ def test_fast_client_settings_train_the_same_model(tmp_path):
     from data.datasets import load_digits
 
     common = dict(num_clients=40, clients_per_round=8, rounds=3, partition="iid", client_sampling="uniform",
-                  client_epochs=2, eval_every=3, root_output_dir=str(tmp_path))  # fmt: skip
-    fast = federated.run(federated.FederatedConfig(**common, experiment_name="fast"), load_digits())
+                  client_epochs=2, eval_every=3)  # fmt: skip
+    # the same experiment name (it is part of the sampling seed) in two root folders
+    fast = federated.run(federated.FederatedConfig(**common, root_output_dir=str(tmp_path / "fast")),
+                         load_digits())  # fmt: skip
     slow = federated.run(
-        federated.FederatedConfig(**common, experiment_name="slow", client_loop="reduce",
+        federated.FederatedConfig(**common, root_output_dir=str(tmp_path / "slow"), client_loop="reduce",
                                   client_data_optimizations=True), load_digits(),
     )  # fmt: skip
     assert fast.test_loss == pytest.approx(slow.test_loss, rel=1e-5)
@@ -185,14 +187,13 @@ def test_remote_workers_match_local_execution(tmp_path):
         client_sampling="uniform",
         client_epochs=1,
         eval_every=3,
-        root_output_dir=str(tmp_path),
-    )
-    local = federated.run(federated.FederatedConfig(**common, experiment_name="local"), ds)
+    )  # the same experiment name (part of the sampling seed) in two root folders
+    local = federated.run(federated.FederatedConfig(**common, root_output_dir=str(tmp_path / "local")), ds)
     workers = worker_processes.start_local_workers(2)
     try:
         remote = federated.run(
             federated.FederatedConfig(
-                **common, experiment_name="remote", workers=tuple(a for a, _ in workers)
+                **common, root_output_dir=str(tmp_path / "remote"), workers=tuple(a for a, _ in workers)
             ),
             ds,
         )
