@@ -1,18 +1,23 @@
-"""The README's result tables, produced by one script, so that a fresh clone prints what the README says.
+"""The result tables of README.md and docs/*.md, produced by one script, so that a fresh clone prints them.
 
   python -m benchmarks.readme_tables                          # print every table (about 12 minutes)
   python -m benchmarks.readme_tables --tables=linear_regression,prediction_accuracy --check
-  python -m benchmarks.readme_tables --write                  # rewrite the README's tables in place
+  python -m benchmarks.readme_tables --write                  # rewrite the tables in place
 
-Each table sits in README.md between `<!-- table:NAME -->` and `<!-- /table:NAME -->`. Every number in
-them is a function of the seeds (no timings: those are in the other benchmarks), so `--check` (exit 1
-on a difference) can hold the README to what the code produces. Tables:
+Each table sits between `<!-- table:NAME -->` and `<!-- /table:NAME -->` in exactly one of README.md
+and docs/*.md (the script finds which; none or several is an error), and `--check` / `--write` work on
+that file. Every number in them is a function of the seeds (no timings: those are in the other
+benchmarks), so `--check` (exit 1 on a difference) can hold the documents to what the code produces.
+Tables (and where they are now):
 
-  comparison           the demo (`./ppml demo` = `python -m pipelines.compare`), without wall times
+  comparison           the demo (`./ppml.sh demo` = `python -m pipelines.compare`), without wall times
+                       (README.md; `--write` also refreshes docs/comparison_results.md and the plot)
   centralized_seeds    train_centralized on digits, non-private and DP at epsilon 3, seeds 0/1/2
+                       (docs/centralized.md)
   federated_noise      train_federated on digits, non-private and adaptive DP-FedAvg at z = 0.5/1/2
-  linear_regression    the seed's linear regression done right (seed 0)
-  prediction_accuracy  released-label accuracy against the per-query epsilon
+                       (docs/federated.md)
+  linear_regression    the seed's linear regression done right, seed 0 (docs/noise-levels.md)
+  prediction_accuracy  released-label accuracy against the per-query epsilon (docs/noise-levels.md)
 """
 
 from __future__ import annotations
@@ -30,11 +35,15 @@ from absl import flags
 from pipelines import _app
 
 TABLES = ("comparison", "centralized_seeds", "federated_noise", "linear_regression", "prediction_accuracy")
-README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+README = os.path.join(ROOT, "README.md")
+DOCS = os.path.join(ROOT, "docs")
 
 _TABLES = flags.DEFINE_list("tables", list(TABLES), f"Tables to produce, from {','.join(TABLES)}.")
-_CHECK = flags.DEFINE_bool("check", False, "Compare with README.md; exit 1 when a table differs.")
-_WRITE = flags.DEFINE_bool("write", False, "Rewrite the tables in README.md.")
+_CHECK = flags.DEFINE_bool(
+    "check", False, "Compare with the file holding each table; exit 1 when a table differs."
+)
+_WRITE = flags.DEFINE_bool("write", False, "Rewrite the tables in the files holding them.")
 flags.register_validator("tables", lambda v: bool(v) and set(v) <= set(TABLES), f"choose from {TABLES}")
 
 
@@ -44,12 +53,11 @@ def comparison(out: str) -> str:
 
     result = run_comparison(ComparisonConfig(root_output_dir=out), log=lambda line: None)
     if _WRITE.value:  # the full table and the plot the README shows, from the same run
-        docs = os.path.join(os.path.dirname(README), "docs")
         shutil.copy(
-            os.path.join(result.output_dir, "results.md"), os.path.join(docs, "comparison_results.md")
+            os.path.join(result.output_dir, "results.md"), os.path.join(DOCS, "comparison_results.md")
         )
         shutil.copy(
-            os.path.join(result.output_dir, "privacy_utility.png"), os.path.join(docs, "privacy_utility.png")
+            os.path.join(result.output_dir, "privacy_utility.png"), os.path.join(DOCS, "privacy_utility.png")
         )
     return "\n".join(results_table(result.rows, timing=False))
 
@@ -150,29 +158,49 @@ def _block(name: str) -> re.Pattern:
     return re.compile(rf"(<!-- table:{name} -->\n)(.*?)(\n<!-- /table:{name} -->)", re.S)
 
 
+def documents() -> list[str]:
+    """The files that may hold a table: README.md, then docs/*.md in name order."""
+    names = sorted(f for f in os.listdir(DOCS) if f.endswith(".md")) if os.path.isdir(DOCS) else []
+    return [README] + [os.path.join(DOCS, f) for f in names]
+
+
+def find_table(name: str, texts: dict[str, str]) -> str:
+    """The one file (a key of `texts`) whose text holds the block of table `name`; exit if none or several."""
+    holders = [path for path, text in texts.items() for _ in _block(name).finditer(text)]
+    where = "README.md or docs/*.md"
+    if not holders:
+        sys.exit(f"no <!-- table:{name} --> ... <!-- /table:{name} --> block in {where}")
+    if len(holders) > 1:
+        found = ", ".join(os.path.relpath(p, ROOT) for p in holders)
+        sys.exit(f"<!-- table:{name} --> block found {len(holders)} times ({found}); keep one in {where}")
+    return holders[0]
+
+
 def main(argv: list[str]) -> None:
     del argv
     from pipelines._app import import_tensorflow
 
+    texts = {path: open(path, encoding="utf-8").read() for path in documents()}
+    homes = {name: find_table(name, texts) for name in _TABLES.value}  # fail before the minutes of work
     import_tensorflow()
-    readme = open(README).read()
-    differ = []
+    differ: dict[str, list[str]] = {}  # file -> tables that differ there
     with tempfile.TemporaryDirectory() as out:
         for name in _TABLES.value:
             table = PRODUCERS[name](out)
             print(f"<!-- table:{name} -->\n{table}\n<!-- /table:{name} -->\n", flush=True)
-            match = _block(name).search(readme)
-            if match is None:
-                sys.exit(f"README.md has no <!-- table:{name} --> block")
+            path = homes[name]
+            match = _block(name).search(texts[path])
             if match.group(2) != table:
-                differ.append(name)
-                readme = readme[: match.start(2)] + table + readme[match.end(2) :]
+                differ.setdefault(path, []).append(name)
+                texts[path] = texts[path][: match.start(2)] + table + texts[path][match.end(2) :]
+    changed = ", ".join(f"{os.path.relpath(p, ROOT)} ({', '.join(n)})" for p, n in differ.items())
     if _WRITE.value:
-        with open(README, "w") as f:
-            f.write(readme)
-        print(f"rewrote {len(differ)} table(s) in README.md: {differ}")
+        for path in differ:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(texts[path])
+        print(f"rewrote {sum(map(len, differ.values()))} table(s): {changed or 'none differed'}")
     elif _CHECK.value and differ:
-        sys.exit(f"README.md differs from what the code produces in: {', '.join(differ)}")
+        sys.exit(f"differs from what the code produces: {changed}")
 
 
 if __name__ == "__main__":

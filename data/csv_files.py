@@ -28,6 +28,20 @@ def _read_csv(
         df = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as e:
         raise DatasetError(f"cannot parse {path}: {e}") from e
+    return frame_arrays(df, path, label_column, client_id_column, feature_columns, need_client_ids)
+
+
+def frame_arrays(
+    df,
+    path: str,
+    label_column: str,
+    client_id_column: str | None,
+    feature_columns: list[str] | None = None,
+    need_client_ids: bool = True,
+):
+    """`_read_csv` on a pandas DataFrame already in memory (`path` names it in messages)."""
+    import pandas as pd
+
     required = [label_column] + ([client_id_column] if client_id_column and need_client_ids else [])
     for col in required:
         if col not in df.columns:
@@ -98,16 +112,41 @@ def load_csv(
             raise DatasetError(f"CSV file not found: {train_path}")
 
     x, y, cids, feature_columns = _read_csv(train_path, label_column, client_id_column)
+    test = None
     if test_path and os.path.exists(test_path):
         x_te, y_te, _, _ = _read_csv(
             test_path, label_column, client_id_column, feature_columns, need_client_ids=False
         )
-        x_tr, y_tr, c_tr = x, y, cids
+        test = (x_te, y_te)
+    return _dataset("csv", train_path, (x, y, cids), test, seed, test_fraction, client_id_column)
+
+
+def load_frame(
+    df,
+    label_column: str = "label",
+    client_id_column: str | None = None,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    name: str = "dataframe",
+) -> Dataset:
+    """A pandas DataFrame, read as `load_csv` reads a CSV file (same checks, same seeded split)."""
+    if client_id_column is not None and client_id_column == label_column:
+        raise DatasetError(f"the label column and the client-id column are both {label_column!r}")
+    x, y, cids, _ = frame_arrays(df, name, label_column, client_id_column)
+    return _dataset(name, name, (x, y, cids), None, seed, test_fraction, client_id_column)
+
+
+def _dataset(name: str, source: str, train: tuple, test: tuple | None, seed: int, test_fraction: float,
+             client_id_column: str | None) -> Dataset:  # fmt: skip
+    """The Dataset of parsed rows: the given test rows, or a seeded `test_fraction` held out."""
+    x, y, cids = train
+    if test is not None:
+        (x_te, y_te), x_tr, y_tr, c_tr = test, x, y, cids
     else:
         if not 0.0 < test_fraction < 1.0:
             raise DatasetError(f"test_fraction must be in (0, 1), got {test_fraction}")
         if len(x) < 2:
-            raise DatasetError(f"{train_path} has {len(x)} row(s); a train/test split needs at least 2")
+            raise DatasetError(f"{source} has {len(x)} row(s); a train/test split needs at least 2")
         perm = np.random.default_rng(seed).permutation(len(x))
         n_test = min(len(x) - 1, max(1, int(round(test_fraction * len(x)))))
         te, tr = perm[:n_test], perm[n_test:]
@@ -117,7 +156,7 @@ def load_csv(
         try:
             _, c_tr = np.unique(c_tr, return_inverse=True)  # dense ids 0..K-1, sorted by original id
         except TypeError as e:  # e.g. a column mixing numbers and strings
-            raise DatasetError(f"{train_path}: client ids in {client_id_column!r} are not comparable") from e
+            raise DatasetError(f"{source}: client ids in {client_id_column!r} are not comparable") from e
         c_tr = c_tr.astype(np.int64).ravel()
     num_classes = int(max(y_tr.max(), y_te.max())) + 1
-    return Dataset("csv", x_tr, y_tr, x_te, y_te, num_classes, client_ids=c_tr)
+    return Dataset(name, x_tr, y_tr, x_te, y_te, num_classes, client_ids=c_tr)

@@ -6,7 +6,7 @@ Keras itself caches, so `--data_dir=~/.keras/datasets` reuses an existing Keras 
 are downloaded only when asked (`download=True`), with the published checksums verified,
 because a silently truncated or substituted file would make every DP result meaningless.
 A CSV has a label column and optionally a client-id column that gives a natural federated
-partition.
+partition. An image folder has one subfolder per class (`image_folders.py`).
 
 Every malformed input raises `DatasetError` naming the file and the problem, never a raw
 numpy/pandas/pickle traceback. The file formats live in `image_files.py` and `csv_files.py`.
@@ -27,10 +27,11 @@ DATASETS = (
     "fashion_mnist",
     "cifar10",
     "csv",
+    "image_folder",
 )
 # emnist: TFF's federated EMNIST, partitioned by writer; synthetic_emnist: its shape, generated offline
 FEDERATED_DATASETS = (*DATASETS, "emnist", "synthetic_emnist")
-NEEDS_DATA_DIR = ("mnist", "fashion_mnist", "cifar10", "csv", "emnist")
+NEEDS_DATA_DIR = ("mnist", "fashion_mnist", "cifar10", "csv", "image_folder", "emnist")
 
 
 class DatasetError(ValueError):
@@ -48,6 +49,7 @@ class Dataset:
     y_test: np.ndarray
     num_classes: int  # 0 means regression
     client_ids: np.ndarray | None = None  # natural partition of the training set, dense 0..K-1
+    class_names: tuple[str, ...] | None = None  # label i is class_names[i], where the data names them
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -122,8 +124,12 @@ def load_dataset(
     download: bool = False,
     label_column: str = "label",
     client_id_column: str | None = None,
+    image_size: int | None = None,
+    color_mode: str | None = None,
 ) -> Dataset:
-    """Loads dataset `name`; `data_dir` is the cache folder (or the CSV file/folder).
+    """Loads dataset `name`; `data_dir` is the cache folder (or the CSV file/folder, or image folder).
+
+    `image_size` and `color_mode` (None: inferred from the images) apply to `image_folder` only.
 
     Nothing is fetched from the network unless `download` is true.
     """
@@ -131,6 +137,10 @@ def load_dataset(
         raise DatasetError(f"unknown dataset {name!r}; expected one of {DATASETS}")
     if client_id_column and name != "csv":
         raise DatasetError(f"a client-id column only applies to --dataset=csv, not {name!r}")
+    if (image_size is not None or color_mode is not None) and name != "image_folder":
+        raise DatasetError(
+            f"--image_size and --color_mode only apply to --dataset=image_folder, not {name!r}"
+        )
     if name == "digits":
         return load_digits(seed)
     if name == "synthetic_classification":
@@ -138,7 +148,10 @@ def load_dataset(
     if name == "synthetic_regression":
         return synthetic_regression(seed=seed)
     if not data_dir:
-        what = "the CSV file or folder" if name == "csv" else "the folder to read (or --download into)"
+        what = {
+            "csv": "the CSV file or folder",
+            "image_folder": "the folder with one subfolder per class",
+        }.get(name, "the folder to read (or --download into)")
         raise DatasetError(f"dataset {name!r} needs --data_dir ({what})")
     data_dir = os.path.expanduser(data_dir)
     from data import csv_files, image_files
@@ -149,4 +162,8 @@ def load_dataset(
         return image_files.load_fashion_mnist(data_dir, download)
     if name == "cifar10":
         return image_files.load_cifar10(data_dir, download)
+    if name == "image_folder":
+        from data.image_folders import load_image_folder
+
+        return load_image_folder(data_dir, image_size, color_mode, seed)
     return csv_files.load_csv(data_dir, label_column, client_id_column, seed)

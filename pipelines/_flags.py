@@ -14,7 +14,9 @@ from typing import Any
 from absl import flags
 
 from data.datasets import DATASETS, NEEDS_DATA_DIR
+from data.image_folders import COLOR_MODES
 from models.builders import MODELS
+from models.specs import INITS, spec_problem
 from privacy.config import ACCOUNTANTS
 
 FLAGS = flags.FLAGS
@@ -58,6 +60,12 @@ class DatasetFlags:
     data_dir: flags.FlagHolder
     download: flags.FlagHolder | None = None
     label_column: flags.FlagHolder | None = None
+    image_size: flags.FlagHolder | None = None
+    color_mode: flags.FlagHolder | None = None
+
+    def values(self) -> dict[str, Any]:
+        """{config field: value} of every flag defined here (the configs name their fields alike)."""
+        return {f.name: h.value for f in dataclasses.fields(self) if (h := getattr(self, f.name)) is not None}
 
 
 def define_dataset_flags(
@@ -65,20 +73,38 @@ def define_dataset_flags(
     help_text: str = "Dataset (digits is embedded, no download).",
     files: bool = True,
 ) -> DatasetFlags:
-    """--dataset, --data_dir and (with `files`) --download and --label_column."""
+    """--dataset, --data_dir, --image_size, --color_mode and (with `files`) --download and --label_column.
+
+    The image flags are defined for every binary that loads a dataset: an audit must rebuild the
+    exact arrays (size, channels) the model was trained on."""
     holders = DatasetFlags(
         _define(flags.DEFINE_enum, "dataset", "digits", help_text, enum_values=list(datasets)),
         _define(
             flags.DEFINE_string,
             "data_dir",
             None,
-            "Cache folder (MNIST/Fashion-MNIST/CIFAR-10/EMNIST) or CSV file/folder.",
+            "Cache folder (MNIST/Fashion-MNIST/CIFAR-10/EMNIST), CSV file/folder, or image folder.",
         ),
         _define(flags.DEFINE_bool, "download", False, "Download a missing public dataset into --data_dir.")
         if files
         else None,
         _define(flags.DEFINE_string, "label_column", "label", "CSV label column.") if files else None,
+        image_size=_define(
+            flags.DEFINE_integer,
+            "image_size",
+            None,
+            "--dataset=image_folder: resize every image to NxN. Default: the images' own size, if they "
+            "all share it.",
+        ),
+        color_mode=_define(
+            flags.DEFINE_enum,
+            "color_mode",
+            None,
+            "--dataset=image_folder: channels. Default: grayscale if every image is single-channel.",
+            enum_values=list(COLOR_MODES),
+        ),
     )
+    positive("image_size")
     _validator(
         ["dataset", "data_dir"],
         lambda f: f["dataset"] not in NEEDS_DATA_DIR or bool(f["data_dir"]),
@@ -87,8 +113,53 @@ def define_dataset_flags(
     return holders
 
 
-def define_model_flag(help_text: str = "Model architecture.") -> flags.FlagHolder:
-    return _define(flags.DEFINE_enum, "model", "mlp", help_text, enum_values=list(MODELS))
+@dataclasses.dataclass(frozen=True)
+class ModelFlags:
+    model: flags.FlagHolder
+    init: flags.FlagHolder
+
+    def values(self) -> dict[str, Any]:
+        """The config fields they set (every config names them model and model_init)."""
+        return {"model": self.model.value, "model_init": self.init.value}
+
+
+def _model_form(spec: str) -> bool:
+    problem = spec_problem(spec, allow_objects=False)
+    if problem:
+        raise flags.ValidationError(f"--model: {problem}")
+    return True
+
+
+def define_model_flags(help_text: str = "Model to train.") -> ModelFlags:
+    """--model (a built-in name, PATH.py:FUNCTION or PATH.keras; models/specs.py) and --init.
+
+    The form is checked at parse time; the file itself when the run is validated (before any write)."""
+    holders = ModelFlags(
+        _define(
+            flags.DEFINE_string,
+            "model",
+            "mlp",
+            f"{help_text} A built-in ({', '.join(MODELS)}), or your own: PATH.py:FUNCTION, where "
+            "FUNCTION(input_shape, num_classes) returns an uncompiled tf.keras.Model that outputs logits "
+            "[None, num_classes] ([None, 1] for regression), or PATH.keras, a saved Keras model.",
+        ),
+        _define(
+            flags.DEFINE_enum,
+            "init",
+            "fresh",
+            "Starting weights: fresh (initialized from --seed) or pretrained (the saved weights of "
+            "--model=PATH.keras, e.g. pretrained on public data: fine-tuning).",
+            enum_values=list(INITS),
+        ),
+    )
+    _validator(["model"], _model_form, "--model: not a model spec")
+    _validator(
+        ["model", "init"],
+        lambda f: f["init"] != "pretrained" or f["model"].endswith(".keras"),
+        "--init=pretrained starts from the saved weights of --model=PATH.keras; a built-in or a .py "
+        "function has none (use --init=fresh)",
+    )
+    return holders
 
 
 def define_seed_flag(help_text: str) -> flags.FlagHolder:

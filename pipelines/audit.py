@@ -54,7 +54,8 @@ def main(argv: list[str]) -> None:
     out_path = _OUTPUT.value or os.path.join(run_dir, "membership_audit.json")
     with _app.bad_input():
         check_output_dir(os.path.dirname(os.path.abspath(out_path)))
-        dataset = load_dataset(_DATA.dataset.value, _DATA.data_dir.value, seed=_SEED.value)
+        images = {"image_size": _DATA.image_size.value, "color_mode": _DATA.color_mode.value}
+        dataset = load_dataset(_DATA.dataset.value, _DATA.data_dir.value, seed=_SEED.value, **images)
         if dataset.task != "classification":
             raise ValueError("membership audit needs a classification dataset")
         logits_fn = load_logits_fn(model_dir)

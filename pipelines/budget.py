@@ -15,6 +15,7 @@ from absl import flags
 
 from pipelines import _app, _flags
 from privacy.config import EXAMPLE_SAMPLINGS
+from privacy.report import budget_report
 
 _BUDGET = _flags.define_budget_flags(
     noise_help="Noise stddev / clip norm.", target_help="Find the smallest noise meeting this epsilon."
@@ -43,47 +44,10 @@ flags.register_multi_flags_validator(
 )
 
 
-def compute(
-    num_examples: int,
-    batch_size: int,
-    epochs: int,
-    noise_multiplier: float | None,
-    target_epsilon: float | None,
-    delta: float,
-    accountant: str,
-    sampling: str,
-) -> dict:
-    """The budget report: privacy.json's keys (`privacy.report`) plus the target, as a plain dict."""
-    from privacy import accounting
-    from privacy.config import DpSgdConfig
-    from privacy.report import privacy_report
-
-    config = DpSgdConfig(
-        num_examples=num_examples,
-        batch_size=batch_size,
-        epochs=epochs,
-        noise_multiplier=noise_multiplier or 0.0,
-        delta=delta,
-        accountant=accountant,
-        sampling=sampling,
-    )
-    if target_epsilon is not None:
-        config = accounting.calibrate_dp_sgd(config, target_epsilon)
-    report = privacy_report(
-        accounting.dp_sgd_guarantee(config),
-        sampling_rate=config.sampling_rate,
-        epochs=epochs,
-        num_examples=num_examples,
-        target_epsilon=target_epsilon,
-    )
-    del report["l2_norm_clip"]  # epsilon depends on z alone; no clip was given
-    return report
-
-
 def main(argv: list[str]) -> None:
     del argv  # extra arguments were refused by _app.run
     with _app.bad_input():
-        report = compute(
+        report = budget_report(
             _NUM_EXAMPLES.value,
             _BATCH_SIZE.value,
             _EPOCHS.value,

@@ -22,7 +22,7 @@ _D = ComparisonConfig()  # flag defaults are the library defaults
 DEFINE_int, DEFINE_float = flags.DEFINE_integer, flags.DEFINE_float
 
 _DATA = _flags.define_dataset_flags(files=False)
-_MODEL = _flags.define_model_flag("Model architecture (same for every arm).")
+_MODEL = _flags.define_model_flags("Model architecture (same for every arm).")
 _OUT = _flags.define_output_flags(_D.experiment_name)
 _DELTA, _ACCOUNTANT = _flags.define_delta_and_accountant(
     accountant_help="Privacy accountant of every DP arm."
@@ -92,9 +92,8 @@ def main(argv: list[str]) -> None:
 
     with _app.bad_input():  # every check; nothing is written before it passes
         config = ComparisonConfig(
-            dataset=_DATA.dataset.value,
-            data_dir=_DATA.data_dir.value,
-            model=_MODEL.value,
+            **_DATA.values(),  # dataset, data_dir, image_size, color_mode
+            **_MODEL.values(),  # model, model_init
             target_epsilons=tuple(_flags.parse_list(_EPSILONS.value, float) or ()),
             delta=_DELTA.value,
             arms=tuple(_ARMS.value),

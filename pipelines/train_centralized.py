@@ -16,7 +16,7 @@ from pipelines import _app, _flags
 from privacy.config import DP_SGD_ENGINES, EXAMPLE_SAMPLINGS
 
 _DATA = _flags.define_dataset_flags()
-_MODEL = _flags.define_model_flag()
+_MODEL = _flags.define_model_flags()
 _BUDGET = _flags.define_budget_flags()
 _OUT = _flags.define_output_flags("centralized")
 _LOCAL_DP = _flags.define_local_dp_flags()
@@ -69,11 +69,8 @@ def main(argv: list[str]) -> None:
 
     with _app.bad_input():  # every check; nothing is written before it passes
         config = centralized.CentralizedConfig(
-            dataset=_DATA.dataset.value,
-            data_dir=_DATA.data_dir.value,
-            download=_DATA.download.value,
-            label_column=_DATA.label_column.value,
-            model=_MODEL.value,
+            **_DATA.values(),  # dataset, data_dir, download, label_column, image_size, color_mode
+            **_MODEL.values(),  # model, model_init
             epochs=_EPOCHS.value,
             batch_size=_BATCH_SIZE.value,
             sampling_rate=_SAMPLING_RATE.value,
@@ -97,6 +94,8 @@ def main(argv: list[str]) -> None:
             local_dp=_LOCAL_DP.config(),
         )
         plan = centralized.prepare(config)
+    if plan.engine_reason:  # auto chose a slower engine: say why (the model is the user's to change)
+        print(f"engine: {plan.engine} (ghost: {plan.engine_reason})")
     result = centralized.launch(plan, flags=_flags.key_flag_values(__name__))
     print(f"test accuracy {result.test_accuracy:.4f}; {result.privacy['statement']}")
     if result.audit:

@@ -19,7 +19,7 @@ from data.datasets import FEDERATED_DATASETS
 from pipelines import _app, _flags
 
 _DATA = _flags.define_dataset_flags(FEDERATED_DATASETS, "Dataset; emnist = TFF's federated EMNIST.")
-_MODEL = _flags.define_model_flag()
+_MODEL = _flags.define_model_flags()
 _BUDGET = _flags.define_budget_flags(
     noise_help="Noise stddev / clip. With --target_epsilon: stop before exceeding the target.",
     target_help="User-level epsilon budget; alone, it calibrates --noise_multiplier.",
@@ -96,12 +96,9 @@ def main(argv: list[str]) -> None:
 
     with _app.bad_input():  # every check; nothing is written before it passes
         config = federated.FederatedConfig(
-            dataset=_DATA.dataset.value,
-            data_dir=_DATA.data_dir.value,
-            download=_DATA.download.value,
-            label_column=_DATA.label_column.value,
+            **_DATA.values(),  # dataset, data_dir, download, label_column, image_size, color_mode
             client_id_column=_CLIENT_ID_COLUMN.value,
-            model=_MODEL.value,
+            **_MODEL.values(),  # model, model_init
             num_clients=_NUM_CLIENTS.value,
             clients_per_round=_CPR.value,
             rounds=_ROUNDS.value,
@@ -134,10 +131,8 @@ def main(argv: list[str]) -> None:
             experiment_name=_OUT.experiment_name.value,
             local_dp=_LOCAL_DP.config(),
         )
-        if config.dataset == "emnist":
-            _app.import_tensorflow()  # the EMNIST loader imports TFF
+        _app.import_tensorflow()  # plan_run builds the model (and the EMNIST loader imports TFF)
         plan = federated.plan_run(config)
-    _app.import_tensorflow()
     from training.canary_audit import audit_text
     from training.federated.execution_context import WorkerLostError
 

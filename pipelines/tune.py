@@ -40,7 +40,7 @@ def _space_list(name: str, default: tuple, help_text: str, kind: type = float) -
 
 
 _DATA = _flags.define_dataset_flags()
-_MODEL = _flags.define_model_flag()
+_MODEL = _flags.define_model_flags()
 _BUDGET = _flags.define_budget_flags(target_help="Epsilon of the whole search (all runs and the selection).")
 _OUT = _flags.define_output_flags("tune")
 _SEED = _flags.define_seed_flag("Seed of K, the configurations, the split, init and noise (keep it secret).")
@@ -110,11 +110,11 @@ def main(argv: list[str]) -> None:
         )
         federated = _PIPELINE.value == "federated"
         lists = dict(_FEDERATED if federated else _CENTRAL)
-        if not federated and _MODEL.value != "mlp" and not _CENTRAL["width"][0].present:
-            lists.pop("width")  # the MLP widths default does not apply to other models
         values = {
             name: tuple(_flags.parse_list(holder.value, kind)) for name, (holder, kind) in lists.items()
         }
+        if not federated and _MODEL.model.value != "mlp" and not _CENTRAL["width"][0].present:
+            values["width"] = ()  # the MLP widths default does not apply to other models
         space = (FederatedSearchSpace if federated else SearchSpace)(**values)
         config = TuningConfig(
             target_epsilon=_BUDGET.target_epsilon.value,
@@ -122,11 +122,8 @@ def main(argv: list[str]) -> None:
             space=space,
             pipeline=_PIPELINE.value,
             num_clients=_NUM_CLIENTS.value,
-            dataset=_DATA.dataset.value,
-            data_dir=_DATA.data_dir.value,
-            download=_DATA.download.value,
-            label_column=_DATA.label_column.value,
-            model=_MODEL.value,
+            **_DATA.values(),  # dataset, data_dir, download, label_column, image_size, color_mode
+            **_MODEL.values(),  # model, model_init
             delta=_BUDGET.delta.value,
             score_noise=_SCORE_NOISE.value,
             validation_fraction=_VAL_FRACTION.value,

@@ -111,3 +111,44 @@ def randomness_report(secure: bool) -> dict[str, Any]:
         "assumes the adversary knows neither: it holds only while the seed stays secret; use "
         "--secure_noise for a release.",
     }
+
+
+def budget_report(
+    num_examples: int,
+    batch_size: int,
+    epochs: int,
+    noise_multiplier: float | None,
+    target_epsilon: float | None,
+    delta: float = 1e-5,
+    accountant: str = "rdp",
+    sampling: str = "poisson",
+) -> dict[str, Any]:
+    """The epsilon of DP-SGD settings (or the noise for a target) without training: privacy.json's
+    keys plus the target. One function for `pipelines.budget` and the Python API (`ppml.budget`)."""
+    from privacy import accounting
+    from privacy.config import DpSgdConfig
+
+    if (noise_multiplier is None) == (target_epsilon is None):
+        raise ValueError("give exactly one of noise_multiplier and target_epsilon")
+    if batch_size > num_examples:
+        raise ValueError(f"batch_size {batch_size} exceeds num_examples {num_examples}")
+    config = DpSgdConfig(
+        num_examples=num_examples,
+        batch_size=batch_size,
+        epochs=epochs,
+        noise_multiplier=noise_multiplier or 0.0,
+        delta=delta,
+        accountant=accountant,
+        sampling=sampling,
+    )
+    if target_epsilon is not None:
+        config = accounting.calibrate_dp_sgd(config, target_epsilon)
+    report = privacy_report(
+        accounting.dp_sgd_guarantee(config),
+        sampling_rate=config.sampling_rate,
+        epochs=epochs,
+        num_examples=num_examples,
+        target_epsilon=target_epsilon,
+    )
+    del report["l2_norm_clip"]  # epsilon depends on z alone; no clip was given
+    return report

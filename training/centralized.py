@@ -91,6 +91,7 @@ class Plan:
     folder: RunFolder
     fingerprint: dict[str, Any]
     canaries: RunCanaries | None = None
+    engine_reason: str | None = None  # auto did not pick ghost: why (privacy.json, the binary's line)
 
     @property
     def complete(self) -> bool:
@@ -134,6 +135,8 @@ def _load(config: CentralizedConfig, dataset: Dataset | None) -> tuple[Dataset, 
         seed=config.seed,
         download=config.download,
         label_column=config.label_column,
+        image_size=config.image_size,
+        color_mode=config.color_mode,
         local_dp=config.local_dp,
         noise_seed=noise_seed(config),
     )
@@ -160,15 +163,16 @@ def prepare(config: CentralizedConfig, dataset: Dataset | None = None) -> Plan:
 
     `dataset` (already loaded, e.g. by the comparison) is used as given, local DP included.
     """
-    from models.builders import build_model, check_compatible
-    from privacy.clipping import resolve_engine
+    from models.specs import MODELS, check_compatible
+    from privacy.clipping import explain_engine
 
     folder = RunFolder(config.root_output_dir, config.experiment_name)
     folder.check()
     dataset, local_report = _load(config, dataset)
-    check_compatible(config.model, dataset.input_shape, dataset.num_classes)
+    if config.model in MODELS:  # by name, before its recipe; any other model is built and checked below
+        check_compatible(config.model, dataset.input_shape, dataset.num_classes, config.model_init)
     config = with_recipe(config, dataset.input_shape)
-    probe = build_model(config.model, dataset.input_shape, dataset.num_classes, config.seed, config.width)
+    probe = _build(config, dataset)  # a user's model is built and checked here, before any write
     dataset, canaries = _with_canaries(config, dataset, probe)
     n = canaries.num_units if canaries else dataset.num_train
     if config.sampling_rate is not None:
@@ -183,14 +187,37 @@ def prepare(config: CentralizedConfig, dataset: Dataset | None = None) -> Plan:
         epochs = accounting.plan_within_budget(
             ledger, config.target_epsilon if dp else None, "epoch", "raise the noise multiplier"
         )
-        engine = resolve_engine(config.engine, probe) if dp else "none"
+        engine, engine_reason = explain_engine(config.engine, probe) if dp else ("none", None)
     except ValueError as e:
         raise ConfigError(str(e)) from e
     skip = ("root_output_dir", "data_dir", "download")
     fingerprint = {k: v for k, v in dataclasses.asdict(config).items() if k not in skip}
     fingerprint["resolved_noise_multiplier"] = dp.noise_multiplier if dp else None
+    if config.model_init == "fresh":  # the default: left out, as in the runs made before it existed
+        fingerprint.pop("model_init")
     folder.check_same_run(fingerprint)
-    return Plan(config, dataset, local_report, dp, ledger, epochs, engine, folder, fingerprint, canaries)
+    return Plan(
+        config,
+        dataset,
+        local_report,
+        dp,
+        ledger,
+        epochs,
+        engine,
+        folder,
+        fingerprint,
+        canaries,
+        engine_reason,
+    )
+
+
+def _build(config: CentralizedConfig, dataset: Dataset):
+    """The run's model, initialized from the seed or with its saved weights (`models.specs`)."""
+    from models.specs import build_model
+
+    return build_model(
+        config.model, dataset.input_shape, dataset.num_classes, config.seed, config.width, config.model_init
+    )
 
 
 def run(
@@ -253,6 +280,7 @@ def _report(plan: Plan, epochs_done: int) -> dict[str, Any]:
             "sampling_rate": plan.dp.sampling_rate,
             "num_examples": plan.dp.num_examples,
             "engine": plan.engine,
+            "engine_reason": plan.engine_reason,  # why auto did not pick ghost (None: it did)
         }
     if plan.local_report:
         details["local_dp"] = plan.local_report
@@ -265,10 +293,8 @@ def _model_and_optimizer(plan: Plan):
     """The Keras model (compiled for evaluate() and a reloadable SavedModel) and its SGD optimizer."""
     import tensorflow as tf
 
-    from models.builders import build_model
-
     config, dataset = plan.config, plan.dataset
-    model = build_model(config.model, dataset.input_shape, dataset.num_classes, config.seed, config.width)
+    model = _build(config, dataset)
     if dataset.task == "classification":
         model.compile(
             loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from models.specs import check_init
 from privacy.config import ACCOUNTANTS, DP_SGD_ENGINES, EXAMPLE_SAMPLINGS
 from privacy.local_dp import LocalDpConfig
 
@@ -24,7 +25,10 @@ class CentralizedConfig:
     data_dir: str | None = None
     download: bool = False
     label_column: str = "label"
-    model: str = "mlp"
+    image_size: int | None = None  # image_folder: resize to NxN; None: the images' own size
+    color_mode: str | None = None  # image_folder: "grayscale" or "rgb"; None: inferred from the images
+    model: str = "mlp"  # a model spec (models/specs.py): built-in name, PATH.py:FUNCTION, PATH.keras
+    model_init: str = "fresh"  # "fresh": initialized from the seed; "pretrained": a .keras's saved weights
     width: int | None = None  # MLP hidden units; None: models/builders.py's default
     # None: from training.recipes, by model and input shape (resolved in prepare())
     epochs: int | None = None
@@ -109,3 +113,7 @@ class CentralizedConfig:
         for ok, msg in checks:
             if not ok:
                 raise ConfigError(msg)
+        try:
+            check_init(self.model, self.model_init)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None

@@ -32,6 +32,8 @@ def load_training_data(
     download: bool = False,
     label_column: str = "label",
     client_id_column: str | None = None,
+    image_size: int | None = None,
+    color_mode: str | None = None,
     local_dp: LocalDpConfig | None = None,
     noise_seed: int | None = 0,
 ) -> tuple[Dataset, dict | None]:
@@ -43,5 +45,7 @@ def load_training_data(
         download=download,
         label_column=label_column,
         client_id_column=client_id_column,
+        image_size=image_size,
+        color_mode=color_mode,
     )
     return with_local_dp(dataset, local_dp, noise_seed)

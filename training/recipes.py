@@ -14,13 +14,19 @@ A flag the user leaves unset takes its value from here; flags given explicitly a
   was reachable offline); De et al. (2022) reach far higher accuracy with WideResNets, GroupNorm and
   augmentation multiplicity, which cost far more than a CPU affords.
 None of these were tuned on a test split of this project.
+
+Your own model (`models/specs.py`: PATH.py:FUNCTION, PATH.keras, an in-memory model) takes the recipe
+of its input shape, never a refusal: images of 16 pixels or more (H, W, C) the CNN recipe of that
+size above (the recipes of small end-to-end CNNs), everything else (flat or tabular inputs, digits-sized
+images) the MLP's digits defaults. These are starting points: for a model pretrained on public data
+(`init="pretrained"`), or a much larger one, set --epochs, --learning_rate and --l2_norm_clip yourself.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from models.builders import cnn_variant
+from models.builders import MODELS, cnn_variant
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,8 +46,9 @@ CIFAR_CNN_DP = Recipe(512, 30, 4.0, 0.9, "cosine", 0.1, "Tramer & Boneh (2021) r
 
 
 def default_recipe(model: str, input_shape: tuple[int, ...], dp: bool) -> Recipe:
-    """The defaults for `model` on inputs of `input_shape`, DP or not."""
-    if model != "cnn" or len(input_shape) != 3 or cnn_variant(input_shape) == "small":
+    """The defaults for `model` (a model spec) on inputs of `input_shape`, DP or not."""
+    convolutional = model == "cnn" or model not in MODELS  # a user's model: by its input shape
+    if not convolutional or len(input_shape) != 3 or cnn_variant(input_shape) == "small":
         return DIGITS
     recipe = MNIST_CNN_DP if cnn_variant(input_shape) == "mnist" else CIFAR_CNN_DP
     if not dp:  # no clipping: the usual step size for unclipped gradients

@@ -71,7 +71,10 @@ class TuningConfig:
     data_dir: str | None = None
     download: bool = False
     label_column: str = "label"
-    model: str = "mlp"
+    image_size: int | None = None  # image_folder: resize to NxN; None: the images' own size
+    color_mode: str | None = None  # image_folder: "grayscale" or "rgb"; None: inferred
+    model: str = "mlp"  # a model spec (models/specs.py): built-in name, PATH.py:FUNCTION, PATH.keras
+    model_init: str = "fresh"  # "fresh": initialized from the seed; "pretrained": a .keras's saved weights
     delta: float = 1e-5
     score_noise: float | None = None  # noise multiplier of the score release; None: DEFAULT_SCORE_NOISE
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION
@@ -184,7 +187,8 @@ class _CentralizedSide:
         from training import centralized
 
         trial_config = centralized.CentralizedConfig(
-            dataset=config.dataset, model=config.model, dp=True, noise_multiplier=dp.noise_multiplier,
+            dataset=config.dataset, model=config.model, model_init=config.model_init, dp=True,
+            noise_multiplier=dp.noise_multiplier,
             delta=config.delta, engine=config.engine, seed=config.seed,
             secure_noise=config.secure_noise, run_id=trial_run_id(config, index), root_output_dir=root,
             experiment_name=f"trial_{index:03d}",
@@ -237,7 +241,7 @@ def prepare(config: TuningConfig, dataset: Dataset | None = None) -> SearchPlan:
     if dataset is None:
         dataset, _ = load_training_data(
             config.dataset, config.data_dir, seed=config.seed, download=config.download,
-            label_column=config.label_column,
+            label_column=config.label_column, image_size=config.image_size, color_mode=config.color_mode,
         )  # fmt: skip
     if dataset.task != "classification":
         raise ValueError(
@@ -264,6 +268,8 @@ def prepare(config: TuningConfig, dataset: Dataset | None = None) -> SearchPlan:
     fingerprint = dataclasses.asdict(config) | {"reference_noise_multiplier": reference.noise_multiplier}
     for name in ("root_output_dir", "data_dir", "download"):
         fingerprint.pop(name)
+    if config.model_init == "fresh":  # the default: left out, as in searches made before it existed
+        fingerprint.pop("model_init")
     folder.check_same_run(fingerprint)
     return SearchPlan(config, dataset, validation, reference, side, runs_made, trials, folder, fingerprint)
 

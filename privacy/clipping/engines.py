@@ -132,9 +132,11 @@ def vectorized(model: tf.keras.Model, loss_fn: LossFn, l2_norm_clip: float) -> C
     def clipped_sum(x, y):
         def one(example):
             xi, yi = example
+            batch_of_one = tf.nest.map_structure(lambda t: t[None], xi)  # a model's inputs may be nested
             with tf.GradientTape() as tape:
-                loss = tf.reduce_sum(loss_fn(yi[None], model(xi[None], training=True)))
+                loss = tf.reduce_sum(loss_fn(yi[None], model(batch_of_one, training=True)))
             grads = tape.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            grads = [tf.convert_to_tensor(g) for g in grads]  # an Embedding's IndexedSlices, densified
             # explicit norm: tf.clip_by_global_norm's L2Loss has no vectorized_map converter
             norm = tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(g)) for g in grads]))
             scale = tf.minimum(1.0, l2_norm_clip / tf.maximum(norm, 1e-12))
@@ -231,7 +233,20 @@ RANDOM_IN_TRAINING = tuple(
 )  # fmt: skip
 
 
+def _no_graph(model: tf.keras.Model, engine: str) -> str | None:
+    """Why `engine`, which walks the model's layer graph, cannot run a model that has none."""
+    if gradient_clipping_utils.has_internal_compute_graph(model):
+        return None
+    return (
+        f"engine {engine!r} walks the model's layer graph, which a subclassed model "
+        f"({type(model).__name__}) does not have; build it with the functional API or Sequential"
+    )
+
+
 def _fast_unsupported(model: tf.keras.Model) -> str | None:
+    no_graph = _no_graph(model, "fast")
+    if no_graph:
+        return no_graph
     tfp_registry = layer_registry.make_default_layer_registry()
     missing = sorted(
         {
@@ -258,6 +273,9 @@ def _fast_unsupported(model: tf.keras.Model) -> str | None:
 
 
 def _ghost_unsupported(model: tf.keras.Model) -> str | None:
+    no_graph = _no_graph(model, "ghost")
+    if no_graph:
+        return no_graph
     missing = registry.unsupported_layers(model)
     if missing:
         known = ", ".join(sorted(t.__name__ for t in registry.LAYER_RULES))
@@ -281,8 +299,10 @@ AUTO_ORDER = ("ghost", "fast", "vectorized")  # fastest first
 assert set(ENGINES) | {"auto"} == set(DP_SGD_ENGINES)
 
 
-def resolve_engine(engine: str, model: tf.keras.Model) -> str:
-    """The engine that will run: `auto` picks the fastest that supports `model`.
+def explain_engine(engine: str, model: tf.keras.Model) -> tuple[str, str | None]:
+    """(the engine that will run, why the fastest one does not): `auto` picks the fastest engine that
+    supports `model`; when that is not ghost, the reason is ghost's (None otherwise, and for an engine
+    named explicitly). Users see why their model runs slower and what to change.
 
     ValueError (a message for the user) if `dp_refusal` turns the model away, whatever the engine, or if
     the engine named cannot run it.
@@ -293,11 +313,22 @@ def resolve_engine(engine: str, model: tf.keras.Model) -> str:
     if refusal:
         raise ValueError(refusal)
     if engine == "auto":
-        return next(name for name in AUTO_ORDER if ENGINES[name].unsupported(model) is None)
+        reasons: dict[str, str] = {}
+        for name in AUTO_ORDER:
+            reason = ENGINES[name].unsupported(model)
+            if reason is None:
+                return name, reasons.get(AUTO_ORDER[0])
+            reasons[name] = reason
+        raise AssertionError("the last engine of AUTO_ORDER runs any model")
     reason = ENGINES[engine].unsupported(model)
     if reason:
         raise ValueError(f"{reason}; use --engine=auto (or vectorized, which runs any model)")
-    return engine
+    return engine, None
+
+
+def resolve_engine(engine: str, model: tf.keras.Model) -> str:
+    """The engine that will run (see `explain_engine`)."""
+    return explain_engine(engine, model)[0]
 
 
 def make_clipped_sum_fn(

@@ -26,7 +26,10 @@ def centralized_config(spec: ArmSpec, config: ComparisonConfig, arms_root: str):
         **{k: v for k, v in tuned.items() if v is not None},
         dataset=config.dataset,
         data_dir=config.data_dir,
+        image_size=config.image_size,
+        color_mode=config.color_mode,
         model=config.model,
+        model_init=config.model_init,
         dp=spec.is_dp and not local,
         l2_norm_clip=config.central_clip,
         target_epsilon=None if local else spec.target_epsilon,
@@ -52,7 +55,10 @@ def federated_config(spec: ArmSpec, config: ComparisonConfig, num_train: int, ar
     return FederatedConfig(
         dataset=config.dataset,
         data_dir=config.data_dir,
+        image_size=config.image_size,
+        color_mode=config.color_mode,
         model=config.model,
+        model_init=config.model_init,
         num_clients=num_train if one_per_client else config.fed_num_clients,
         clients_per_round=config.fed_example_clients_per_round
         if one_per_client
@@ -96,7 +102,10 @@ def tuning_config(spec: ArmSpec, config: ComparisonConfig, arms_root: str):
         space=SearchSpace() if config.model == "mlp" else SearchSpace(width=()),
         dataset=config.dataset,
         data_dir=config.data_dir,
+        image_size=config.image_size,
+        color_mode=config.color_mode,
         model=config.model,
+        model_init=config.model_init,
         delta=config.delta,
         seed=spec.seed,
         secure_noise=config.secure_noise,

@@ -74,7 +74,8 @@ def load_datasets(config: ComparisonConfig, dataset: Dataset | None) -> dict[int
     """One dataset per seed: load_dataset(seed=s) is the split the pipelines use for seed s."""
     if dataset is not None:
         return {s: dataset for s in config.seeds}
-    return {s: load_dataset(config.dataset, config.data_dir, seed=s) for s in config.seeds}
+    images = {"image_size": config.image_size, "color_mode": config.color_mode}
+    return {s: load_dataset(config.dataset, config.data_dir, seed=s, **images) for s in config.seeds}
 
 
 def membership_auditor(config: ComparisonConfig) -> Auditor:
@@ -93,6 +94,10 @@ def validate(config: ComparisonConfig, datasets: Mapping[int, Dataset], check_pi
     check_output_dir(config.output_dir)
     for ds in datasets.values():
         check_dataset(config, ds)
+        if check_pipelines:  # a user's model is built and checked against the data, before any arm runs
+            from models.specs import check_compatible
+
+            check_compatible(config.model, ds.input_shape, ds.num_classes, config.model_init)
         if check_pipelines and config.audit_canaries:
             _check_canary_capacity(config, ds)
     out_dir = config.output_dir
@@ -121,9 +126,9 @@ def validate(config: ComparisonConfig, datasets: Mapping[int, Dataset], check_pi
 def _check_canary_capacity(config: ComparisonConfig, dataset: Dataset) -> None:
     """White-box canaries need one disjoint coordinate (centrally) or direction (federated) each,
     plus one for the other users: refuse a grid whose model is too small before any arm runs."""
-    from models.builders import build_model
+    from models.specs import build_model
 
-    model = build_model(config.model, dataset.input_shape, dataset.num_classes)
+    model = build_model(config.model, dataset.input_shape, dataset.num_classes, init=config.model_init)
     parameters = sum(v.shape.num_elements() for v in model.trainable_variables)
     if config.audit_canaries >= parameters:
         raise ValueError(

@@ -25,6 +25,7 @@ import os
 from typing import Any
 
 from data.datasets import Dataset
+from models.specs import check_init
 from training.run_folder import check_experiment_name
 
 DEFAULT_ARMS = ("central_nondp", "central_dp", "fed_nondp", "fed_dp", "fed_dp_example")
@@ -66,7 +67,10 @@ class ComparisonConfig:
 
     dataset: str = "digits"
     data_dir: str | None = None
-    model: str = "mlp"
+    image_size: int | None = None  # image_folder: resize to NxN; None: the images' own size
+    color_mode: str | None = None  # image_folder: "grayscale" or "rgb"; None: inferred
+    model: str = "mlp"  # a model spec (models/specs.py): built-in name, PATH.py:FUNCTION, PATH.keras
+    model_init: str = "fresh"  # "fresh": initialized from the seed; "pretrained": a .keras's saved weights
     target_epsilons: tuple[float, ...] = (1.0, 3.0, 8.0)
     delta: float = 1e-5
     arms: tuple[str, ...] = DEFAULT_ARMS
@@ -135,6 +139,7 @@ class ComparisonConfig:
             f"fed_aggregator must be one of {FED_AGGREGATORS}, got {self.fed_aggregator!r}",
         )
         check_experiment_name(self.experiment_name)
+        check_init(self.model, self.model_init)  # the spec's form and the init (files: in validate)
         positive = {
             "central_epochs": self.central_epochs,
             "central_batch_size": self.central_batch_size,
@@ -174,6 +179,11 @@ class ComparisonConfig:
         d = dataclasses.asdict(self)
         for key in ("arms", "target_epsilons", "seeds", "root_output_dir", "experiment_name"):
             d.pop(key)
+        for key in ("image_size", "color_mode"):  # unset: left out, as in records made before they existed
+            if d[key] is None:
+                d.pop(key)
+        if d["model_init"] == "fresh":  # the default: left out, as in records made before it existed
+            d.pop("model_init")
         return d
 
 

@@ -25,6 +25,8 @@ def fingerprint(config: FederatedConfig, dp: DpFedAvgConfig) -> dict[str, Any]:
     d = {k: v for k, v in dataclasses.asdict(config).items() if k not in _RESUMABLE_CHANGES}
     d["resolved_noise_multiplier"] = dp.noise_multiplier
     d["resolved_num_clients"] = dp.num_clients
+    if d.get("model_init") == "fresh":  # the default: left out, as in checkpoints made before it existed
+        d.pop("model_init")
     return json.loads(json.dumps(d, default=str))
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from data.clients import ClientPopulation, from_dataset
 from data.datasets import FEDERATED_DATASETS, Dataset
 from data.partition import PARTITIONS
-from models.builders import MODELS
+from models.specs import check_init
 from privacy import accounting, aggregators
 from privacy.auditing.canaries import ExampleCanaries
 from privacy.config import ACCOUNTANTS, CLIENT_SAMPLINGS, DpFedAvgConfig, check_delta
@@ -49,7 +49,10 @@ class FederatedConfig:
     download: bool = False
     label_column: str = "label"
     client_id_column: str | None = None
-    model: str = "mlp"
+    image_size: int | None = None  # image_folder: resize to NxN; None: the images' own size
+    color_mode: str | None = None  # image_folder: "grayscale" or "rgb"; None: inferred from the images
+    model: str = "mlp"  # a model spec (models/specs.py): built-in name, PATH.py:FUNCTION, PATH.keras
+    model_init: str = "fresh"  # "fresh": initialized from the seed; "pretrained": a .keras's saved weights
     num_clients: int = 300
     clients_per_round: int = 30
     rounds: int = 50
@@ -88,8 +91,10 @@ class FederatedConfig:
     local_dp: LocalDpConfig | None = None  # data-level noise on each client's records
 
     def __post_init__(self) -> None:
-        _check(self.dataset in FEDERATED_DATASETS, f"dataset must be one of {FEDERATED_DATASETS}")
-        _check(self.model in MODELS, f"model must be one of {MODELS}")
+        _check(  # "arrays": data handed over in memory by the Python API (ppml)
+            self.dataset in (*FEDERATED_DATASETS, "arrays"), f"dataset must be one of {FEDERATED_DATASETS}"
+        )
+        check_init(self.model, self.model_init)  # the spec's form and the init (files: in plan_run)
         _check(self.partition in PARTITIONS, f"partition must be one of {PARTITIONS}")
         _check(
             self.num_clients >= 1 or (self.num_clients == 0 and self.partition == "natural"),
@@ -232,6 +237,8 @@ def load_population(config: FederatedConfig, dataset: Dataset | ClientPopulation
             download=config.download,
             label_column=config.label_column,
             client_id_column=config.client_id_column,
+            image_size=config.image_size,
+            color_mode=config.color_mode,
         )
     # each client perturbs its own records before any training sees them
     dataset, local_report = with_local_dp(dataset, config.local_dp, noise_seed(config))

@@ -29,7 +29,7 @@ def build_process(config: FederatedConfig, dp: DpFedAvgConfig, population: Clien
     import tensorflow as tf
     import tensorflow_federated as tff
 
-    from models.builders import build_model
+    from models.specs import build_model
 
     y_dtype = tf.int32 if population.task == "classification" else tf.float32
     input_spec = (
@@ -39,6 +39,8 @@ def build_process(config: FederatedConfig, dp: DpFedAvgConfig, population: Clien
     loss, metrics = loss_and_metrics(population.task)
 
     def model_fn():
+        # a new model per call, from the spec (TFF traces it in its own graphs); the architecture
+        # only: a pretrained run's weights are set into the initial state (round_loop.initial_state)
         keras_model = build_model(
             config.model, population.input_shape, population.num_classes, seed=config.seed
         )

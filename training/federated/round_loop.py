@@ -111,12 +111,14 @@ class Plan:
 def plan_run(config: FederatedConfig, dataset: Dataset | ClientPopulation | None = None) -> Plan:
     """Loads the clients and checks every setting (DP, budget, resumption, output folder); writes nothing."""
     population, dp, canary_clients = prepare(config, dataset)
+    # the model is built (and checked against the data) here, eagerly, before anything is written:
+    # TFF's model_fn builds it again per call, from the same spec, with the same checks
+    shapes = [tuple(v.shape) for v in _initial_model(config, population).trainable_variables]
     aggregator_canaries = None
     if config.audit_canaries:
         from training.canary_audit import audit_seed
         from training.federated.aggregator_audit import aggregator_canaries as make_canaries
 
-        shapes = [tuple(v.shape) for v in _model_variables(config, population)]
         aggregator_canaries = make_canaries(config.audit_canaries, dp, audit_seed(config.seed), shapes)
     folder = RunFolder(config.root_output_dir, config.experiment_name)
     folder.check()
@@ -134,12 +136,29 @@ def plan_run(config: FederatedConfig, dataset: Dataset | ClientPopulation | None
     return Plan(config, population, dp, ledger, rounds, folder, canary_clients, aggregator_canaries)
 
 
-def _model_variables(config: FederatedConfig, population: ClientPopulation):
-    """The trainable variables of the run's model (their shapes are the structure of an update)."""
-    from models.builders import build_model
+def _initial_model(config: FederatedConfig, population: ClientPopulation):
+    """The run's model with its starting weights: from the seed, or a .keras's saved ones (pretrained)."""
+    from models.specs import build_model
 
-    model = build_model(config.model, population.input_shape, population.num_classes, seed=config.seed)
-    return model.trainable_variables
+    return build_model(
+        config.model, population.input_shape, population.num_classes, seed=config.seed, init=config.model_init
+    )
+
+
+def initial_state(config: FederatedConfig, population: ClientPopulation, process):
+    """TFF's initial state; with init "pretrained", its global model holds the saved weights (TFF's
+    model_fn builds in graph mode, where Keras cannot load weights, so they are set here)."""
+    state = process.initialize()
+    if config.model_init != "pretrained":
+        return state
+    import tensorflow_federated as tff
+
+    model = _initial_model(config, population)
+    weights = tff.learning.models.ModelWeights(
+        trainable=[v.numpy() for v in model.trainable_variables],
+        non_trainable=[v.numpy() for v in model.non_trainable_variables],
+    )
+    return process.set_model_weights(state, weights)
 
 
 def run(
@@ -176,8 +195,9 @@ def launch(plan: Plan, flags: dict[str, Any] | None = None, verbose: bool = True
 
 def _evaluator(config: FederatedConfig, population: ClientPopulation, process):
     """(Keras model holding the global weights, evaluate(state) -> test metrics)."""
-    from models.builders import build_model
+    from models.specs import build_model
 
+    # the architecture: the global weights are assigned from the state before every evaluation
     eval_model = build_model(config.model, population.input_shape, population.num_classes, seed=config.seed)
     loss, metrics = loss_and_metrics(population.task)
     eval_model.compile(loss=loss, metrics=metrics())
@@ -208,7 +228,9 @@ def _train(plan: Plan, ckpt_dir: str, start: float, verbose: bool) -> FederatedR
     loop = asyncio.new_event_loop()  # the state manager is async; never asyncio.run() (see field notes)
     try:
         psm = tff.program.FileProgramStateManager(ckpt_dir, keep_total=2)
-        state, progress = _restore(process, psm, loop, folder, dp.is_private)
+        state, progress = _restore(
+            initial_state(config, population, process), psm, loop, folder, dp.is_private
+        )
         done = progress.done
         # a DP run's round durations are statistics of the sampled clients: its lines carry none
         report = Progress("federated", planned, first=done + 1, enabled=verbose, timed=not dp.is_private)
@@ -319,9 +341,8 @@ def _one_round(plan: Plan, process, state, r: int, progress: _Progress):
     return state, row
 
 
-def _restore(process, psm, loop, folder: RunFolder, private: bool):
+def _restore(initial, psm, loop, folder: RunFolder, private: bool):
     """(TFF state, progress) from the latest checkpoint, or the initial state for a new run."""
-    initial = process.initialize()
     saved, _ = loop.run_until_complete(psm.load_latest((initial, np.int64(0), np.int64(0))))
     if saved is None:
         return initial, _Progress(0, 0, [])

@@ -81,7 +81,7 @@ class FederatedSide:
         from training import federated
 
         run_config = federated.FederatedConfig(
-            dataset=config.dataset, model=config.model, partition="iid",
+            dataset=config.dataset, model=config.model, model_init=config.model_init, partition="iid",
             num_clients=part.num_clients, clients_per_round=dp.clients_per_round, rounds=dp.rounds,
             client_learning_rate=hparams["client_learning_rate"], aggregator="fixed",
             clip_norm=dp.clip_norm, noise_multiplier=dp.noise_multiplier, delta=dp.delta,
