@@ -16,6 +16,7 @@ import os
 from absl import flags
 
 from models.builders import MODELS
+from models.specs import spec_problem
 from pipelines import _app, _flags
 
 _DATA = _flags.define_dataset_flags(help_text="Dataset the model was trained on.", files=False)
@@ -25,11 +26,11 @@ _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Saved model folder (Keras S
 _REF_MODELS = flags.DEFINE_integer(
     "reference_models", 4, "Reference models for offline LiRA (0: loss-threshold attack only).", lower_bound=0
 )
-_REF_MODEL = flags.DEFINE_enum(
+_REF_MODEL = flags.DEFINE_string(
     "reference_architecture",
     None,
-    MODELS,
-    "Builder of the reference models (default: the saved model's name).",
+    f"Model of the reference models: a built-in ({', '.join(MODELS)}), PATH.py:FUNCTION or PATH.keras, as "
+    "--model of the training run (default: the saved model's name, for a built-in).",
 )
 _MAX_PER_SIDE = flags.DEFINE_integer("max_per_side", None, "Cap on members (= non-members) audited.")
 _OUTPUT = flags.DEFINE_string(
@@ -60,11 +61,14 @@ def main(argv: list[str]) -> None:
             raise ValueError("membership audit needs a classification dataset")
         logits_fn = load_logits_fn(model_dir)
         arch = _REF_MODEL.value or (saved_model_name(model_dir) if _REF_MODELS.value else "mlp")
-        if arch not in MODELS:
+        if _REF_MODEL.value is None and arch not in MODELS:
             raise ValueError(
                 f"cannot tell the reference architecture (got {arch!r}); pass --reference_architecture "
-                f"from {MODELS}, or --reference_models=0"
+                f"(a built-in of {MODELS}, or the training run's --model file), or --reference_models=0"
             )
+        problem = spec_problem(arch, allow_objects=False)
+        if problem:
+            raise ValueError(f"--reference_architecture: {problem}")
         auditor = MembershipAuditor(arch, _REF_MODELS.value, _MAX_PER_SIDE.value)
         result = auditor.audit(logits_fn, dataset, _SEED.value)
     record = result.as_dict()

@@ -39,3 +39,22 @@ def test_audit_binary_writes_membership_audit_json(tmp_path, run_binary):
     # a missing model folder is a clean usage error
     bad = run_binary("audit", f"--model_dir={tmp_path / 'nope'}")
     assert bad.returncode != 0 and "model_dir" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.slow
+def test_audit_of_your_own_model_trains_references_of_the_same_model(tmp_path, run_binary):
+    """A model trained with --model=examples/my_model.py:build is audited with reference models of the
+    same function (`--reference_architecture` takes the training run's --model)."""
+    import json
+
+    spec = "examples/my_model.py:build"
+    train = run_binary("train_centralized", f"--model={spec}", "--epochs=5", f"--root_output_dir={tmp_path}")
+    assert train.returncode == 0, train.stderr[-3000:]
+    model_dir = tmp_path / "centralized" / "model"
+    guessed = run_binary("audit", f"--model_dir={model_dir}", "--reference_models=1")
+    assert guessed.returncode == 2 and "--reference_architecture" in guessed.stderr
+    p = run_binary("audit", f"--model_dir={model_dir}", f"--reference_architecture={spec}",
+                   "--reference_models=1", "--max_per_side=100")  # fmt: skip
+    assert p.returncode == 0, p.stderr[-3000:]
+    record = json.load(open(tmp_path / "centralized" / "membership_audit.json"))
+    assert 0.0 <= record["attacks"]["lira_offline"]["auc"] <= 1.0
