@@ -41,7 +41,9 @@ def assert_independent_noise(
         assert repeated_share(flat[r]) < chance, f"draw {r}: {repeated_share(flat[r]):.1%} of values repeat"
     for r in range(1, num_draws):  # a stream replayed in a later draw lines up with the earlier one
         same = int(np.sum(flat[r].astype(np.float32) == flat[r - 1].astype(np.float32)))
-        assert same == 0, f"draws {r - 1} and {r} share {same} aligned noise values"
+        # independent float32 draws coincide at a position about once in 10^7 (seen once in CI over
+        # 24 x 9,610 pairs); a replayed stream coincides everywhere
+        assert same <= 2, f"draws {r - 1} and {r} share {same} aligned noise values"
     # 2. no tensor's noise is (a prefix of) another tensor's
     for r in (0, num_draws - 1):
         tensors = [np.asarray(t, np.float32).ravel() for t in draws[r]]
@@ -49,7 +51,7 @@ def assert_independent_noise(
             for j in range(i + 1, len(tensors)):
                 k = min(tensors[i].size, tensors[j].size)
                 same = int(np.sum(tensors[i][:k] == tensors[j][:k]))
-                assert same == 0, f"draw {r}: tensors {i} and {j} share {same} of {k} aligned noise values"
+                assert same <= 2, f"draw {r}: tensors {i} and {j} share {same} of {k} aligned noise values"
     # 3. coordinates of different tensors are uncorrelated over the draws
     centred = flat - flat.mean(axis=0)
     scale = np.sqrt((centred**2).sum(axis=0))
