@@ -177,18 +177,9 @@ _MODULES: dict[str, tuple[tuple[int, int], Any]] = {}  # absolute path -> (mtime
 
 
 def _load_function(path: str, name: str, spec: str) -> Callable:
-    full = os.path.abspath(path)
-    if not os.path.isfile(full):
-        raise ValueError(
-            f"model {spec}: {path} does not exist (relative paths start at the working directory "
-            f"{os.getcwd()})"
-        )
-    stat = os.stat(full)
-    stamp = (stat.st_mtime_ns, stat.st_size)
-    cached = _MODULES.get(full)
-    if cached is None or cached[0] != stamp:
-        _MODULES[full] = (stamp, _import_file(full, path))
-    module = _MODULES[full][1]
+    module = _cached(
+        _MODULES, path, f"model {spec}: {path} does not exist", lambda full: _import_file(full, path)
+    )
     function = getattr(module, name, None)
     if function is None:
         defined = sorted(
@@ -239,28 +230,36 @@ _KERAS: dict[str, tuple[tuple[int, int], tuple[Any, list]]] = {}
 
 
 def _load_keras(path: str) -> tuple[Any, list]:
+    missing = f"model file {path} does not exist"
+    return _cached(_KERAS, path, missing, lambda full: _read_keras(full, path), hint="; save one with "
+                   "model.save('name.keras')")  # fmt: skip
+
+
+def _read_keras(full: str, path: str) -> tuple[Any, list]:
+    import tensorflow as tf
+
+    try:
+        with _eager():
+            model = tf.keras.models.load_model(full, compile=False)
+    except Exception as e:  # noqa: BLE001 - an unreadable or foreign file is the user's input
+        raise ValueError(f"{path} cannot be loaded as a Keras model: {_one_line(e)}") from None
+    if not isinstance(model, tf.keras.Model):
+        raise ValueError(f"{path} holds a {type(model).__name__}, not a Keras model")
+    with _eager():
+        return model, model.get_weights()
+
+
+def _cached(cache: dict, path: str, missing: str, load: Callable[[str], Any], hint: str = "") -> Any:
+    """`load(absolute path)`, kept until the file changes (modification time and size); a missing file
+    is one line naming the working directory relative paths start at."""
     full = os.path.abspath(path)
     if not os.path.isfile(full):
-        raise ValueError(
-            f"model file {path} does not exist (relative paths start at the working directory "
-            f"{os.getcwd()}); save one with model.save('name.keras')"
-        )
+        raise ValueError(f"{missing} (relative paths start at the working directory {os.getcwd()}){hint}")
     stat = os.stat(full)
     stamp = (stat.st_mtime_ns, stat.st_size)
-    cached = _KERAS.get(full)
-    if cached is None or cached[0] != stamp:
-        import tensorflow as tf
-
-        try:
-            with _eager():
-                model = tf.keras.models.load_model(full, compile=False)
-        except Exception as e:  # noqa: BLE001 - an unreadable or foreign file is the user's input
-            raise ValueError(f"{path} cannot be loaded as a Keras model: {_one_line(e)}") from None
-        if not isinstance(model, tf.keras.Model):
-            raise ValueError(f"{path} holds a {type(model).__name__}, not a Keras model")
-        with _eager():
-            _KERAS[full] = (stamp, (model, model.get_weights()))
-    return _KERAS[full][1]
+    if full not in cache or cache[full][0] != stamp:
+        cache[full] = (stamp, load(full))
+    return cache[full][1]
 
 
 # ---------------------------------------------------------------- initial weights and checks

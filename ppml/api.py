@@ -114,6 +114,25 @@ def _load_model(run_dir: str):
     return tf.keras.models.load_model(path) if os.path.isdir(path) else None
 
 
+def _train(config_cls, prepare, launch, model, data, dp: DP | None, dp_values: dict[str, Any],
+           clip_field: str, output_dir: str | None, experiment_name: str, label: str, seed: int,
+           verbose: bool, settings: dict[str, Any]) -> Result:  # fmt: skip
+    """The shared body of the two training functions: config -> prepare -> launch -> Result.
+
+    `dp_values`: what a DP run sets besides the DP object's fields (centralized: dp=True; federated:
+    its aggregator); `clip_field`: the pipeline's name for the clip."""
+    with _user_errors():
+        name, dataset = as_dataset(data, label=label, seed=seed)
+        with _run_folder(output_dir) as root:
+            values = dict(dataset=name, model=_model_spec(model, settings), label_column=label, seed=seed,
+                          root_output_dir=root, experiment_name=experiment_name, **settings)  # fmt: skip
+            if dp is not None:
+                values.update(dp_values, **_dp_settings(dp, clip_field))
+            res = launch(prepare(_config(config_cls, values), dataset), verbose=verbose)
+            return Result(_load_model(res.output_dir), res.history, res.privacy, res.test_accuracy,
+                          res.output_dir if output_dir else None, res.audit)  # fmt: skip
+
+
 def train_centralized(
     model: Any = "mlp",
     data: Any = "digits",
@@ -135,17 +154,9 @@ def train_centralized(
     """
     from training import centralized
 
-    with _user_errors():
-        name, dataset = as_dataset(data, label=label, seed=seed)
-        with _run_folder(output_dir) as root:
-            values = dict(dataset=name, model=_model_spec(model, settings), label_column=label, seed=seed,
-                          root_output_dir=root, experiment_name=experiment_name, **settings)  # fmt: skip
-            if dp is not None:
-                values.update(dp=True, **_dp_settings(dp, "l2_norm_clip"))
-            plan = centralized.prepare(_config(centralized.CentralizedConfig, values), dataset)
-            res = centralized.launch(plan, verbose=verbose)
-            return Result(_load_model(res.output_dir), res.history, res.privacy, res.test_accuracy,
-                          res.output_dir if output_dir else None, res.audit)  # fmt: skip
+    return _train(centralized.CentralizedConfig, centralized.prepare, centralized.launch, model, data, dp,
+                  {"dp": True}, "l2_norm_clip", output_dir, experiment_name, label, seed, verbose,
+                  settings)  # fmt: skip
 
 
 def train_federated(
@@ -167,18 +178,10 @@ def train_federated(
     """
     from training import federated
 
-    with _user_errors():
-        name, dataset = as_dataset(data, label=label, seed=seed)
-        with _run_folder(output_dir) as root:
-            values = dict(dataset=name, model=_model_spec(model, settings), label_column=label, seed=seed,
-                          root_output_dir=root, experiment_name=experiment_name, **settings)  # fmt: skip
-            if dp is not None:
-                values.setdefault("aggregator", "fixed")
-                values.update(_dp_settings(dp, "clip_norm"))
-            plan = federated.plan_run(_config(federated.FederatedConfig, values), dataset)
-            res = federated.launch(plan, verbose=verbose)
-            return Result(_load_model(res.output_dir), res.history, res.privacy, res.test_accuracy,
-                          res.output_dir if output_dir else None, res.audit)  # fmt: skip
+    # DP-FedAvg needs a DP aggregator: fixed unless the settings name one
+    defaults = {} if dp is None else {"aggregator": settings.pop("aggregator", "fixed")}
+    return _train(federated.FederatedConfig, federated.plan_run, federated.launch, model, data, dp, defaults,
+                  "clip_norm", output_dir, experiment_name, label, seed, verbose, settings)  # fmt: skip
 
 
 @dataclasses.dataclass
