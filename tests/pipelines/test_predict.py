@@ -196,7 +196,12 @@ def test_killing_predict_at_any_point_never_leaves_an_uncharged_answer(
     assert charged == {"killed_blocked": 0, "folder_removed": n, "killed_after_charge": n, "finishes": n}
     assert procs["finishes"].returncode == 0, outputs["finishes"][1]
     assert _rows_on_disk(str(folders["finishes"])) == n
-    assert procs["killed_blocked"].returncode == procs["killed_after_charge"].returncode == -signal.SIGKILL
+    assert procs["killed_blocked"].returncode == -signal.SIGKILL
+    # On a loaded machine the charged process can finish its few rows before the kill lands; either
+    # way the invariant above held (its rows, if any, were charged first).
+    assert procs["killed_after_charge"].returncode in (-signal.SIGKILL, 0), outputs["killed_after_charge"][1]
+    if procs["killed_after_charge"].returncode == 0:
+        assert _rows_on_disk(str(folders["killed_after_charge"])) == n
     err = outputs["folder_removed"][1].strip()
     assert procs["folder_removed"].returncode == pred_exit_not_delivered(), err
     assert "\n" not in err and "charged" in err and "not delivered" in err and "Traceback" not in err, err
