@@ -5,19 +5,27 @@ no download). MNIST, Fashion-MNIST and CIFAR-10 are read from `data_dir` in the 
 Keras itself caches, so `--data_dir=~/.keras/datasets` reuses an existing Keras cache. They
 are downloaded only when asked (`download=True`), with the published checksums verified,
 because a silently truncated or substituted file would make every DP result meaningless.
-A CSV has a label column and optionally a client-id column that gives a natural federated
-partition. An image folder has one subfolder per class (`image_folders.py`).
+The `csv` dataset is a table: a .csv or .parquet file (or a folder with train.csv/test.csv or
+train.parquet/test.parquet) with a label column, numeric and categorical feature columns (missing
+values allowed), and optionally a client-id column that gives a natural federated partition. Its
+Dataset holds the raw columns (`table`, a `table_files.RawTable` under a `schema.TableSchema`, declared
+with `schema_file` or inferred) and features with 0 columns until a run's preprocessing encodes them.
+An image folder has one subfolder per class (`image_folders.py`).
 
 Every malformed input raises `DatasetError` naming the file and the problem, never a raw
-numpy/pandas/pickle traceback. The file formats live in `image_files.py` and `csv_files.py`.
+numpy/pandas/pickle traceback. The file formats live in `image_files.py` and `table_files.py`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from data.table_files import RawTable
 
 DATASETS = (
     "digits",
@@ -50,6 +58,7 @@ class Dataset:
     num_classes: int  # 0 means regression
     client_ids: np.ndarray | None = None  # natural partition of the training set, dense 0..K-1
     class_names: tuple[str, ...] | None = None  # label i is class_names[i], where the data names them
+    table: RawTable | None = None  # a table's raw columns; x has 0 columns until they are encoded
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -126,10 +135,12 @@ def load_dataset(
     client_id_column: str | None = None,
     image_size: int | None = None,
     color_mode: str | None = None,
+    schema_file: str | None = None,
 ) -> Dataset:
-    """Loads dataset `name`; `data_dir` is the cache folder (or the CSV file/folder, or image folder).
+    """Loads dataset `name`; `data_dir` is the cache folder (or the table file/folder, or image folder).
 
-    `image_size` and `color_mode` (None: inferred from the images) apply to `image_folder` only.
+    `image_size` and `color_mode` (None: inferred from the images) apply to `image_folder` only;
+    `schema_file` (a schema.json declaring the table's columns) to `csv` only, which also reads .parquet.
 
     Nothing is fetched from the network unless `download` is true.
     """
@@ -137,6 +148,8 @@ def load_dataset(
         raise DatasetError(f"unknown dataset {name!r}; expected one of {DATASETS}")
     if client_id_column and name != "csv":
         raise DatasetError(f"a client-id column only applies to --dataset=csv, not {name!r}")
+    if schema_file and name != "csv":
+        raise DatasetError(f"a schema file only applies to --dataset=csv (a table), not {name!r}")
     if (image_size is not None or color_mode is not None) and name != "image_folder":
         raise DatasetError(
             f"--image_size and --color_mode only apply to --dataset=image_folder, not {name!r}"
@@ -149,12 +162,12 @@ def load_dataset(
         return synthetic_regression(seed=seed)
     if not data_dir:
         what = {
-            "csv": "the CSV file or folder",
+            "csv": "the table file (.csv or .parquet) or folder",
             "image_folder": "the folder with one subfolder per class",
         }.get(name, "the folder to read (or --download into)")
         raise DatasetError(f"dataset {name!r} needs --data_dir ({what})")
     data_dir = os.path.expanduser(data_dir)
-    from data import csv_files, image_files
+    from data import image_files
 
     if name == "mnist":
         return image_files.load_mnist(data_dir, download)
@@ -166,4 +179,8 @@ def load_dataset(
         from data.image_folders import load_image_folder
 
         return load_image_folder(data_dir, image_size, color_mode, seed)
-    return csv_files.load_csv(data_dir, label_column, client_id_column, seed)
+    from data.table_files import load_table, table_dataset
+
+    schema_file = os.path.expanduser(schema_file) if schema_file else None
+    raw = load_table(data_dir, label_column, client_id_column, schema_file, seed)
+    return table_dataset(raw, "csv")

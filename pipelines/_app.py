@@ -164,3 +164,11 @@ def run(main: Callable[[list[str]], None], module_name: str, resumable: bool = F
         app.run(guarded, flags_parser=parse)
     except interrupts.Interrupted as e:  # during absl's start-up, before main
         _finish(e.code, f"{prog}: interrupted ({e.signal_name})")
+
+
+def result_line(metrics: dict[str, float], accuracy: float, statement: str) -> str:
+    """The binary's last line: test accuracy (and AUC / RMSE where the task has them), then the statement."""
+    parts = [f"test accuracy {accuracy:.4f}"] if accuracy == accuracy else []
+    parts += [f"{k.removeprefix('test_')} {metrics[k]:.4f}" for k in ("test_auc", "test_average_precision",
+              "test_balanced_accuracy", "test_rmse", "test_mae") if k in metrics]  # fmt: skip
+    return ", ".join(parts) + f"; {statement}"

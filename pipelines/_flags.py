@@ -62,6 +62,9 @@ class DatasetFlags:
     label_column: flags.FlagHolder | None = None
     image_size: flags.FlagHolder | None = None
     color_mode: flags.FlagHolder | None = None
+    schema_file: flags.FlagHolder | None = None  # the table flags (with `files`)
+    preprocessing: flags.FlagHolder | None = None
+    preprocessing_share: flags.FlagHolder | None = None
 
     def values(self) -> dict[str, Any]:
         """{config field: value} of every flag defined here (the configs name their fields alike)."""
@@ -72,6 +75,7 @@ def define_dataset_flags(
     datasets: tuple[str, ...] = DATASETS,
     help_text: str = "Dataset (digits is embedded, no download).",
     files: bool = True,
+    tables: bool = True,
 ) -> DatasetFlags:
     """--dataset, --data_dir, --image_size, --color_mode and (with `files`) --download and --label_column.
 
@@ -103,6 +107,7 @@ def define_dataset_flags(
             "--dataset=image_folder: channels. Default: grayscale if every image is single-channel.",
             enum_values=list(COLOR_MODES),
         ),
+        **(_table_flags() if files and tables else {}),
     )
     positive("image_size")
     _validator(
@@ -111,6 +116,28 @@ def define_dataset_flags(
         "this --dataset needs --data_dir",
     )
     return holders
+
+
+def _table_flags() -> dict[str, flags.FlagHolder]:
+    """--schema, --preprocessing, --preprocessing_share: how a table's columns become features."""
+    return {
+        "schema_file": _define(
+            flags.DEFINE_string, "schema", None,
+            "--dataset=csv: a schema JSON (the format of a run's schema.json) declaring column kinds, numeric "
+            "bounds, categories and the label's classes. Default: inferred from the file.",
+        ),
+        "preprocessing": _define(
+            flags.DEFINE_enum, "preprocessing", "private",
+            "--dataset=csv: private = bounds, imputation values and categories are DP statistics inside the "
+            "epsilon; schema = from --schema only (no privacy cost); non_private = plain statistics (NOT "
+            "covered: privacy.json says so). Non-DP runs use plain statistics unless schema is asked.",
+            enum_values=["private", "schema", "non_private"],
+        ),
+        "preprocessing_share": _define(
+            flags.DEFINE_float, "preprocessing_share", 0.2,
+            "--preprocessing=private: the share of the target epsilon the statistics alone would cost.",
+        ),
+    }  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)

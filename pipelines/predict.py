@@ -91,7 +91,7 @@ def main(argv: list[str]) -> None:
         try:
             ledger.check(_NUM_QUERIES.value, config, _BUDGET.value, _DELTA_BUDGET.value)  # before heavy work
             queries = (_NUM_QUERIES.value, _DATASET.value, _DATA_DIR.value, _INPUT_FILE.value)
-            x, labels = prediction.load_queries(*queries, seed=_DATA_SEED.value)
+            x, labels = prediction.load_queries(*queries, seed=_DATA_SEED.value, model_dir=_MODEL_DIR.value)
             rng = None
             if _SEED.value is not None:
                 print("predict: warning: --seed makes the noise predictable (tests only)", file=sys.stderr)

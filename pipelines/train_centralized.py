@@ -96,8 +96,11 @@ def main(argv: list[str]) -> None:
         plan = centralized.prepare(config)
     if plan.engine_reason:  # auto chose a slower engine: say why (the model is the user's to change)
         print(f"engine: {plan.engine} (ghost: {plan.engine_reason})")
+    if plan.fitted is not None:  # a table: its schema (public structure) and preprocessing mode
+        print(plan.dataset.table.schema.summary())
+        print(f"preprocessing: {plan.fitted.mode}")
     result = centralized.launch(plan, flags=_flags.key_flag_values(__name__))
-    print(f"test accuracy {result.test_accuracy:.4f}; {result.privacy['statement']}")
+    print(_app.result_line(result.test_metrics, result.test_accuracy, result.privacy["statement"]))
     if result.audit:
         print(audit_text(result.audit))
     print(f"outputs in {result.output_dir}")

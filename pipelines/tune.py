@@ -39,7 +39,7 @@ def _space_list(name: str, default: tuple, help_text: str, kind: type = float) -
     return _flags.define_list(name, list(default), help_text, **ints), kind
 
 
-_DATA = _flags.define_dataset_flags()
+_DATA = _flags.define_dataset_flags(tables=False)  # the search takes no raw tables (yet)
 _MODEL = _flags.define_model_flags()
 _BUDGET = _flags.define_budget_flags(target_help="Epsilon of the whole search (all runs and the selection).")
 _OUT = _flags.define_output_flags("tune")

@@ -111,6 +111,9 @@ def _load_model(run_dir: str):
     import tensorflow as tf
 
     path = os.path.join(run_dir, "model")
+    from models.table_encoding import register
+
+    register()  # a table model's preprocessing layer
     return tf.keras.models.load_model(path) if os.path.isdir(path) else None
 
 

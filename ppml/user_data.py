@@ -2,7 +2,8 @@
 
 A dataset name (or a `Dataset`) goes through the binaries' own loaders; numpy arrays, a pandas
 DataFrame and a `tf.data.Dataset` of (features, label) become a Dataset here, split into train and
-test by the seed the same way a CSV file is (`data.csv_files`), so the API and `--dataset=csv` agree.
+test by the seed the same way a table file is (`data.table_files`: a DataFrame becomes the same raw-table
+Dataset as `--dataset=csv`, with its schema inferred from the frame), so the API and the binaries agree.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ def as_dataset(
         import pandas as pd
 
         if isinstance(data, pd.DataFrame):
-            from data.csv_files import load_frame
+            from data.table_files import load_table_frame, table_dataset
 
-            return "csv", load_frame(data, label, seed=seed, test_fraction=test_fraction)
+            raw = load_table_frame(data, label, seed=seed, test_fraction=test_fraction)
+            return "csv", table_dataset(raw, "dataframe")
     except ImportError:  # pragma: no cover - pandas is a dependency
         pass
     if type(data).__module__.startswith("tensorflow"):

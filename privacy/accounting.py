@@ -58,6 +58,8 @@ class Guarantee:
     l2_norm_clip: float | None
     steps: int
     notes: tuple[str, ...] = ()
+    # delta already spent outside `event` (a table's partition selection): see `epsilon_of`
+    spent_delta: float = 0.0
 
     @property
     def is_private(self) -> bool:
@@ -70,7 +72,7 @@ class Guarantee:
     def epsilon(self) -> float:
         if self.event is None or self.noise_multiplier == 0:
             return math.inf
-        return epsilon_of(self.event, self.accountant, self.adjacency, self.delta)
+        return epsilon_of(self.event, self.accountant, self.adjacency, self.delta, self.spent_delta)
 
     def with_note(self, note: str) -> Guarantee:
         return dataclasses.replace(self, notes=(*self.notes, note))
@@ -120,6 +122,11 @@ def _accountant_for(
 
 def dp_sgd_event(config: DpSgdConfig, epochs: int | None = None) -> dp_accounting.DpEvent:
     """The DpEvent of `epochs` epochs (default: the whole run) of DP-SGD."""
+    prefix = preprocessing_event(config.preprocessing_noise_multiplier, dp_sgd_adjacency(config))
+    return _after_preprocessing(prefix, _dp_sgd_training_event(config, epochs))
+
+
+def _dp_sgd_training_event(config: DpSgdConfig, epochs: int | None = None) -> dp_accounting.DpEvent:
     epochs = config.epochs if epochs is None else epochs
     z = config.noise_multiplier
     if config.sampling == "poisson":
@@ -135,17 +142,44 @@ def dp_sgd_adjacency(config: DpSgdConfig) -> str:
     return "add_or_remove_one" if config.sampling == "poisson" else "replace_one"
 
 
-def epsilon_of(event: dp_accounting.DpEvent, accountant: str, adjacency: str, delta: float) -> float:
-    """Epsilon at `delta` of `event` under the named accountant and adjacency."""
+def epsilon_of(
+    event: dp_accounting.DpEvent, accountant: str, adjacency: str, delta: float, spent_delta: float = 0.0
+) -> float:
+    """Epsilon at total `delta` of `event` under the named accountant and adjacency.
+
+    `spent_delta`: the probability of a bad event outside `event` (Gaussian partition selection
+    releasing a category only one unit holds). Conditioned on its absence the rest is `event`, so the
+    whole is (eps + log(1/(1 - spent)), delta)-DP where eps is `event`'s epsilon at delta - spent."""
     acc = _accountant_for(accountant, adjacency, event)
     acc.compose(event)
-    return float(acc.get_epsilon(delta))
+    return float(acc.get_epsilon(delta - spent_delta)) - math.log1p(-spent_delta)
+
+
+def preprocessing_event(noise_multiplier: float, adjacency: str) -> dp_accounting.DpEvent | None:
+    """The DpEvent of a table's DP preprocessing release (`privacy.preprocessing`; None: none made).
+
+    Its noise multiplier is relative to add/remove sensitivity 1; replacing a unit moves the release
+    by at most 2 (one count down, one up, per histogram), so replace-one adjacencies use z/2."""
+    if noise_multiplier <= 0:
+        return None
+    return dp_accounting.GaussianDpEvent(
+        noise_multiplier if adjacency == "add_or_remove_one" else noise_multiplier / 2
+    )
+
+
+def _after_preprocessing(
+    prefix: dp_accounting.DpEvent | None, event: dp_accounting.DpEvent
+) -> dp_accounting.DpEvent:
+    return event if prefix is None else dp_accounting.ComposedDpEvent([prefix, event])
 
 
 def dp_sgd_epsilon(config: DpSgdConfig, epochs: int | None = None) -> float:
     if config.noise_multiplier == 0:
         return math.inf
-    return epsilon_of(dp_sgd_event(config, epochs), config.accountant, dp_sgd_adjacency(config), config.delta)
+    return epsilon_of(
+        dp_sgd_event(config, epochs), config.accountant, dp_sgd_adjacency(config), config.delta,
+        config.preprocessing_delta,
+    )  # fmt: skip
 
 
 def dp_sgd_guarantee(config: DpSgdConfig, epochs: int | None = None) -> Guarantee:
@@ -170,8 +204,21 @@ def dp_sgd_guarantee(config: DpSgdConfig, epochs: int | None = None) -> Guarante
         noise_multiplier=config.noise_multiplier,
         l2_norm_clip=config.l2_norm_clip,
         steps=epochs * config.steps_per_epoch,
-        notes=(note,),
+        notes=(note, *_preprocessing_notes(config)),
+        spent_delta=config.preprocessing_delta,
     )
+
+
+def _preprocessing_notes(config: DpSgdConfig | DpFedAvgConfig) -> tuple[str, ...]:
+    if config.preprocessing_noise_multiplier <= 0 and config.preprocessing_delta <= 0:
+        return ()
+    text = (
+        f"The table's preprocessing statistics are one Gaussian release (noise multiplier "
+        f"{config.preprocessing_noise_multiplier:.4g}) composed with training"
+    )
+    if config.preprocessing_delta > 0:
+        text += f"; Gaussian partition selection of categories adds {config.preprocessing_delta:.3g} to delta"
+    return (text + " (privacy.json: preprocessing).",)
 
 
 def non_private_guarantee(unit: str, sampling: str, steps: int) -> Guarantee:
@@ -179,27 +226,36 @@ def non_private_guarantee(unit: str, sampling: str, steps: int) -> Guarantee:
 
 
 def _incremental_ledger(
-    unit_event: dp_accounting.DpEvent, count: int, accountant: str, adjacency: str, delta: float
-) -> list[float]:
-    """Cumulative epsilon after each of `count` compositions of `unit_event`.
+    unit_event: dp_accounting.DpEvent, count: int, accountant: str, adjacency: str, delta: float,
+    prefix: dp_accounting.DpEvent | None = None, spent_delta: float = 0.0,
+) -> list[float]:  # fmt: skip
+    """Cumulative epsilon after each of `count` compositions of `unit_event` (after `prefix`, the
+    preprocessing release, when given; `spent_delta` as in `epsilon_of`).
 
     The unit's RDP curve (or PLD) is computed once and composed with itself, so a
     1,000-round ledger costs one mechanism analysis, not 1,000.
     """
     acc = _accountant_for(accountant, adjacency, unit_event)
     acc.compose(unit_event)
-    out = []
+    start = None
+    if prefix is not None:
+        first = _accountant_for(accountant, adjacency, prefix)
+        first.compose(prefix)
+        start = first._rdp.copy() if isinstance(first, dp_accounting.rdp.RdpAccountant) else first._pld  # noqa: SLF001
+    out, extra, delta = [], -math.log1p(-spent_delta), delta - spent_delta
     if isinstance(acc, dp_accounting.rdp.RdpAccountant):
         unit_rdp = acc._rdp.copy()  # noqa: SLF001 - the public API has no prefix query
         for k in range(1, count + 1):
-            eps, _ = dp_accounting.rdp.rdp_privacy_accountant.compute_epsilon(RDP_ORDERS, k * unit_rdp, delta)
-            out.append(float(eps))
+            rdp = k * unit_rdp if start is None else start + k * unit_rdp
+            eps, _ = dp_accounting.rdp.rdp_privacy_accountant.compute_epsilon(RDP_ORDERS, rdp, delta)
+            out.append(float(eps) + extra)
         return out
-    unit_pld = running = acc._pld  # noqa: SLF001
+    unit_pld = acc._pld  # noqa: SLF001
+    running = unit_pld if start is None else start.compose(unit_pld)
     for k in range(1, count + 1):
         if k > 1:
             running = running.compose(unit_pld)
-        out.append(float(running.get_epsilon_for_delta(delta)))
+        out.append(float(running.get_epsilon_for_delta(delta)) + extra)
     return out
 
 
@@ -207,12 +263,15 @@ def dp_sgd_epsilon_per_epoch(config: DpSgdConfig) -> list[float]:
     """Epsilon spent after each epoch (the ledger), cumulative."""
     if config.noise_multiplier == 0:
         return [math.inf] * config.epochs
+    adjacency = dp_sgd_adjacency(config)
     return _incremental_ledger(
-        dp_sgd_event(config, epochs=1),
+        _dp_sgd_training_event(config, epochs=1),
         config.epochs,
         config.accountant,
-        dp_sgd_adjacency(config),
+        adjacency,
         config.delta,
+        preprocessing_event(config.preprocessing_noise_multiplier, adjacency),
+        config.preprocessing_delta,
     )
 
 
@@ -228,6 +287,11 @@ def fedavg_adjacency(config: DpFedAvgConfig) -> str:
 
 
 def fedavg_event(config: DpFedAvgConfig, rounds: int | None = None) -> dp_accounting.DpEvent:
+    prefix = preprocessing_event(config.preprocessing_noise_multiplier, fedavg_adjacency(config))
+    return _after_preprocessing(prefix, _fedavg_training_event(config, rounds))
+
+
+def _fedavg_training_event(config: DpFedAvgConfig, rounds: int | None = None) -> dp_accounting.DpEvent:
     rounds = config.rounds if rounds is None else rounds
     z = config.noise_multiplier
     if config.aggregator == "tree":
@@ -244,7 +308,10 @@ def fedavg_event(config: DpFedAvgConfig, rounds: int | None = None) -> dp_accoun
 def fedavg_epsilon(config: DpFedAvgConfig, rounds: int | None = None) -> float:
     if not config.is_private or config.noise_multiplier == 0:
         return math.inf
-    return epsilon_of(fedavg_event(config, rounds), config.accountant, fedavg_adjacency(config), config.delta)
+    return epsilon_of(
+        fedavg_event(config, rounds), config.accountant, fedavg_adjacency(config), config.delta,
+        config.preprocessing_delta,
+    )  # fmt: skip
 
 
 def fedavg_epsilon_per_round(config: DpFedAvgConfig) -> list[float]:
@@ -253,12 +320,15 @@ def fedavg_epsilon_per_round(config: DpFedAvgConfig) -> list[float]:
         return [math.inf] * config.rounds
     if config.aggregator == "tree":  # not a self-composition: recompute each prefix
         return [fedavg_epsilon(config, r) for r in range(1, config.rounds + 1)]
+    adjacency = fedavg_adjacency(config)
     return _incremental_ledger(
-        fedavg_event(config, rounds=1),
+        _fedavg_training_event(config, rounds=1),
         config.rounds,
         config.accountant,
-        fedavg_adjacency(config),
+        adjacency,
         config.delta,
+        preprocessing_event(config.preprocessing_noise_multiplier, adjacency),
+        config.preprocessing_delta,
     )
 
 
@@ -291,7 +361,8 @@ def fedavg_guarantee(config: DpFedAvgConfig, rounds: int | None = None) -> Guara
         noise_multiplier=config.noise_multiplier,
         l2_norm_clip=config.clip_norm,
         steps=rounds,
-        notes=(note,),
+        notes=(note, *_preprocessing_notes(config)),
+        spent_delta=config.preprocessing_delta,
     )
 
 

@@ -29,6 +29,14 @@ def check_delta(delta: float, units: int, unit: str) -> None:
     )
 
 
+def _check_preprocessing(noise_multiplier: float, delta_spent: float, delta: float) -> None:
+    _check(noise_multiplier >= 0, "preprocessing noise multiplier must be >= 0")
+    _check(
+        0 <= delta_spent < delta / 2,
+        f"the preprocessing's partition-selection delta {delta_spent:g} must be under delta/2 ({delta:g}/2)",
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class DpSgdConfig:
     """Example-level DP-SGD.
@@ -45,8 +53,13 @@ class DpSgdConfig:
     delta: float = 1e-5
     accountant: str = "rdp"
     sampling: str = "poisson"
+    # a table's DP preprocessing statistics (privacy.preprocessing), composed before training:
+    # one Gaussian release of noise multiplier z_pre (0: none) and the partition selection's delta
+    preprocessing_noise_multiplier: float = 0.0
+    preprocessing_delta: float = 0.0
 
     def __post_init__(self) -> None:
+        _check_preprocessing(self.preprocessing_noise_multiplier, self.preprocessing_delta, self.delta)
         _check(self.num_examples > 0, f"num_examples must be > 0, got {self.num_examples}")
         _check(
             0 < self.batch_size <= self.num_examples,
@@ -102,8 +115,11 @@ class DpFedAvgConfig:
     aggregator: str = "fixed"
     target_unclipped_quantile: float = 0.5
     clipped_count_stddev: float | None = None
+    preprocessing_noise_multiplier: float = 0.0  # as in DpSgdConfig, at the user level
+    preprocessing_delta: float = 0.0
 
     def __post_init__(self) -> None:
+        _check_preprocessing(self.preprocessing_noise_multiplier, self.preprocessing_delta, self.delta)
         _check(self.num_clients > 0, "num_clients must be > 0")
         _check(
             0 < self.clients_per_round <= self.num_clients,

@@ -19,7 +19,9 @@ import numpy as np
 from data.datasets import Dataset
 from privacy import accounting
 from privacy.config import DpSgdConfig, check_delta
+from privacy.preprocessing import Fitted
 from privacy.report import privacy_report, randomness_report, reported_epsilon
+from training import table_preprocessing
 from training.canary_audit import (
     AUDIT_FILE,
     BLACK_BOX_EXAMPLES,
@@ -49,10 +51,13 @@ class CentralizedResult:
     audit: dict[str, Any] | None = None
     # every epoch's full row, its wall time included (a DP run's is in not_for_release/ only)
     unreleased_history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    # the last evaluation's test metrics (training.metrics: test_loss, test_accuracy, test_auc, ...)
+    test_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
-def dp_sgd_config(config: CentralizedConfig, num_examples: int) -> DpSgdConfig:
-    """The DP-SGD config of this run, with the noise calibrated when a target is given."""
+def dp_sgd_config(config: CentralizedConfig, num_examples: int, fitted=None) -> DpSgdConfig:
+    """The DP-SGD config of this run, with the noise calibrated when a target is given (composed
+    with a table's preprocessing statistics, `fitted`, when there are any)."""
     if config.batch_size > num_examples:
         raise ConfigError(f"batch_size {config.batch_size} exceeds the {num_examples} training examples")
     try:
@@ -68,6 +73,7 @@ def dp_sgd_config(config: CentralizedConfig, num_examples: int) -> DpSgdConfig:
         delta=config.delta,
         accountant=config.accountant,
         sampling=config.sampling,
+        **(table_preprocessing.dp_fields(fitted) if fitted is not None else {}),
     )
     if config.noise_multiplier is None:
         try:
@@ -92,6 +98,7 @@ class Plan:
     fingerprint: dict[str, Any]
     canaries: RunCanaries | None = None
     engine_reason: str | None = None  # auto did not pick ghost: why (privacy.json, the binary's line)
+    fitted: Fitted | None = None  # a table's preprocessing (privacy.preprocessing), or None
 
     @property
     def complete(self) -> bool:
@@ -101,11 +108,14 @@ class Plan:
         )
 
 
-def with_recipe(config: CentralizedConfig, input_shape: tuple[int, ...]) -> CentralizedConfig:
-    """The config with every unset training setting taken from `training.recipes` for this model and input."""
+def with_recipe(
+    config: CentralizedConfig, input_shape: tuple[int, ...], table_rows: int | None = None
+) -> CentralizedConfig:
+    """The config with every unset training setting taken from `training.recipes` for this model and
+    input (`table_rows`: a table of that many training rows gets the tabular recipe)."""
     from training.recipes import default_recipe
 
-    recipe = default_recipe(config.model, input_shape, config.dp)
+    recipe = default_recipe(config.model, input_shape, config.dp, table_rows, table=table_rows is not None)
     fields = ("epochs", "batch_size", "learning_rate", "momentum", "lr_schedule", "l2_norm_clip")
     unset = {f: getattr(recipe, f) for f in fields if getattr(config, f) is None}
     if config.sampling_rate is not None:
@@ -135,6 +145,7 @@ def _load(config: CentralizedConfig, dataset: Dataset | None) -> tuple[Dataset, 
         seed=config.seed,
         download=config.download,
         label_column=config.label_column,
+        schema_file=config.schema_file,
         image_size=config.image_size,
         color_mode=config.color_mode,
         local_dp=config.local_dp,
@@ -169,6 +180,10 @@ def prepare(config: CentralizedConfig, dataset: Dataset | None = None) -> Plan:
     folder = RunFolder(config.root_output_dir, config.experiment_name)
     folder.check()
     dataset, local_report = _load(config, dataset)
+    fitted = None
+    if table_preprocessing.is_table(dataset):
+        config = with_recipe(config, dataset.input_shape, dataset.num_train)
+        dataset, fitted = _fit_table(config, dataset)
     if config.model in MODELS:  # by name, before its recipe; any other model is built and checked below
         check_compatible(config.model, dataset.input_shape, dataset.num_classes, config.model_init)
     config = with_recipe(config, dataset.input_shape)
@@ -181,7 +196,7 @@ def prepare(config: CentralizedConfig, dataset: Dataset | None = None) -> Plan:
         )
     if config.batch_size > n:
         raise ConfigError(f"batch_size {config.batch_size} exceeds the {n} training examples")
-    dp = dp_sgd_config(config, n) if config.dp else None
+    dp = dp_sgd_config(config, n, fitted) if config.dp else None
     ledger = accounting.dp_sgd_epsilon_per_epoch(dp) if dp else [math.inf] * config.epochs
     try:
         epochs = accounting.plan_within_budget(
@@ -208,7 +223,20 @@ def prepare(config: CentralizedConfig, dataset: Dataset | None = None) -> Plan:
         fingerprint,
         canaries,
         engine_reason,
+        fitted,
     )
+
+
+def _fit_table(config: CentralizedConfig, dataset: Dataset) -> tuple[Dataset, Fitted]:
+    """The table's preprocessing for this run (`training.table_preprocessing.fit_for_run`)."""
+    try:
+        return table_preprocessing.fit_for_run(
+            dataset, config.preprocessing, config.dp, config.preprocessing_share, config.target_epsilon,
+            config.delta, lambda: accounting.dp_sgd_epsilon(dp_sgd_config(config, dataset.num_train)),
+            noise_seed(config),
+        )  # fmt: skip
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _build(config: CentralizedConfig, dataset: Dataset):
@@ -265,6 +293,7 @@ def _read_result(plan: Plan) -> CentralizedResult:
         history=history,
         audit=plan.folder.read_json(AUDIT_FILE) if plan.canaries else None,
         unreleased_history=full,
+        test_metrics=_test_metrics(final),
     )
 
 
@@ -282,6 +311,9 @@ def _report(plan: Plan, epochs_done: int) -> dict[str, Any]:
             "engine": plan.engine,
             "engine_reason": plan.engine_reason,  # why auto did not pick ghost (None: it did)
         }
+    if plan.fitted is not None:
+        adjacency = accounting.dp_sgd_adjacency(plan.dp) if plan.dp else None
+        guarantee, details["preprocessing"] = table_preprocessing.report(plan.fitted, guarantee, adjacency)
     if plan.local_report:
         details["local_dp"] = plan.local_report
     details["randomness"] = randomness_report(plan.config.secure_noise)
@@ -346,11 +378,12 @@ def train(plan: Plan, progress: Progress | None = None) -> CentralizedResult:
     epoch_start = [time.time()]
 
     def evaluate(epoch: int, model) -> None:
-        evals = model.evaluate(dataset.x_test, dataset.y_test, verbose=0, batch_size=1024, return_dict=True)
-        row = {"epoch": epoch, "test_loss": float(evals["loss"]), "epsilon": plan.ledger[epoch - 1]}
+        from training.metrics import evaluate_model
+
+        evals = evaluate_model(model, dataset.x_test, dataset.y_test, dataset.task, dataset.num_classes)
+        row = {"epoch": epoch, "test_loss": evals.pop("test_loss"), "epsilon": plan.ledger[epoch - 1]}
         row["epoch_time_s"] = time.time() - epoch_start[0]
-        if "accuracy" in evals:
-            row["test_accuracy"] = float(evals["accuracy"])
+        row.update(evals)  # test_accuracy, and AUC / average precision / balanced accuracy / RMSE by task
         history.append(row)
         write_scalars(tb, epoch, row, skip=("epoch", *_unreleased(plan)))
         progress.step(epoch, _epoch_text(row, plan))
@@ -367,7 +400,7 @@ def train(plan: Plan, progress: Progress | None = None) -> CentralizedResult:
     with tb.as_default(step=plan.epochs):
         tf.summary.text("privacy_statement", privacy["statement"])
     tb.flush()
-    plan.folder.save_model(model)
+    table_preprocessing.save_model(plan.folder, model, plan.dataset, plan.fitted)
     released = [{k: v for k, v in r.items() if k not in _unreleased(plan)} for r in history]
     if _unreleased(plan):  # a DP run's timings depend on the sampled batches: for the data holder only
         plan.folder.write_metrics(history, name=UNRELEASED_EPOCHS_FILE)
@@ -383,7 +416,12 @@ def train(plan: Plan, progress: Progress | None = None) -> CentralizedResult:
         history=released,
         audit=audit,
         unreleased_history=history,
+        test_metrics=_test_metrics(final),
     )
+
+
+def _test_metrics(row: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in row.items() if k.startswith("test_")}
 
 
 class _EpochRunner:

@@ -25,6 +25,9 @@ class CentralizedConfig:
     data_dir: str | None = None
     download: bool = False
     label_column: str = "label"
+    schema_file: str | None = None  # tables: the declared schema (data/schema.py's JSON); None: inferred
+    preprocessing: str = "private"  # tables: private (DP statistics) | schema (declared only) | non_private
+    preprocessing_share: float = 0.2  # tables, private: the statistics' share of the target epsilon
     image_size: int | None = None  # image_folder: resize to NxN; None: the images' own size
     color_mode: str | None = None  # image_folder: "grayscale" or "rgb"; None: inferred from the images
     model: str = "mlp"  # a model spec (models/specs.py): built-in name, PATH.py:FUNCTION, PATH.keras
@@ -84,6 +87,11 @@ class CentralizedConfig:
                 f"l2_norm_clip must be > 0, got {self.l2_norm_clip}",
             ),
             (0 < self.delta < 1, f"delta must be in (0, 1), got {self.delta}"),
+            (
+                self.preprocessing in ("private", "schema", "non_private"),
+                "preprocessing must be one of private, schema, non_private",
+            ),
+            (0 < self.preprocessing_share < 1, "preprocessing_share must be in (0, 1)"),
             (self.accountant in ACCOUNTANTS, f"accountant must be one of {ACCOUNTANTS}"),
             (self.sampling in EXAMPLE_SAMPLINGS, f"sampling must be one of {EXAMPLE_SAMPLINGS}"),
             (self.engine in DP_SGD_ENGINES, f"engine must be one of {DP_SGD_ENGINES}"),

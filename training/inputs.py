@@ -20,6 +20,8 @@ def with_local_dp(
     `seed` None draws the local-DP noise from OS entropy (--secure_noise)."""
     if local_dp is None or not local_dp.enabled:
         return dataset, None
+    if getattr(dataset, "table", None) is not None:
+        raise ValueError("local DP (--local_dp_*) applies to numeric features, not to a raw table's columns")
     x, y, report = apply_local_dp(dataset.x_train, dataset.y_train, dataset.num_classes, local_dp, seed)
     return dataclasses.replace(dataset, x_train=x, y_train=y), report
 
@@ -34,6 +36,7 @@ def load_training_data(
     client_id_column: str | None = None,
     image_size: int | None = None,
     color_mode: str | None = None,
+    schema_file: str | None = None,
     local_dp: LocalDpConfig | None = None,
     noise_seed: int | None = 0,
 ) -> tuple[Dataset, dict | None]:
@@ -47,5 +50,6 @@ def load_training_data(
         client_id_column=client_id_column,
         image_size=image_size,
         color_mode=color_mode,
+        **({"schema_file": schema_file} if schema_file else {}),
     )
     return with_local_dp(dataset, local_dp, noise_seed)

@@ -23,16 +23,21 @@ def load_queries(
     data_dir: str | None = None,
     input_file: str | None = None,
     seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray | None]:
+    model_dir: str | None = None,
+) -> tuple[np.ndarray | dict[str, np.ndarray], np.ndarray | None]:
     """The first `num_queries` inputs of a dataset's test split or of a .npy/.csv file.
 
     A CSV may carry a `label` column; its values are then the true labels (used only to
-    print accuracy, never released).
+    print accuracy, never released). A model trained on a table (schema.json beside its folder) takes
+    raw columns: the queries are then its raw inputs (`models.table_encoding.raw_inputs`).
     """
     if (dataset is None) == (input_file is None):
         raise ValueError("give exactly one of --dataset or --input_file")
     if num_queries <= 0:
         raise ValueError(f"num_queries must be > 0, got {num_queries}")
+    schema = table_schema(model_dir) if model_dir else None
+    if schema is not None:
+        return _table_queries(schema, num_queries, dataset, data_dir, input_file, seed)
     labels = None
     if dataset is not None:
         from data.datasets import load_dataset
@@ -71,6 +76,44 @@ def load_queries(
     return x, (None if labels is None else np.asarray(labels[:num_queries]))
 
 
+def table_schema(model_dir: str):
+    """The schema of a model trained on a table (its run folder's schema.json), or None."""
+    from training.table_preprocessing import SCHEMA_FILE
+
+    path = os.path.join(os.path.dirname(os.path.abspath(model_dir)), SCHEMA_FILE)
+    if not os.path.exists(path):
+        return None
+    from data.schema import TableSchema
+
+    return TableSchema.load(path)
+
+
+def _table_queries(schema, num_queries: int, dataset, data_dir, input_file, seed: int):
+    """Raw-column queries (and labels where known) for a table model, in its schema's column order."""
+    from data import table_files as tables
+    from models.table_encoding import raw_inputs
+
+    if dataset is not None:
+        from data.datasets import load_dataset
+
+        raw = load_dataset(dataset, data_dir, seed=seed, label_column=schema.label).table
+        if raw is None:
+            raise ValueError(f"the model was trained on a table; --dataset={dataset} is not one")
+        columns, labels = raw.test, raw.y_test
+    else:
+        if not os.path.isfile(input_file):
+            raise ValueError(f"input file not found: {input_file}")
+        frame = tables.read_frame(input_file)
+        columns = tables.table_columns(frame, schema, input_file)
+        labels = tables.table_labels(frame, schema, input_file) if schema.label in frame.columns else None
+    n = len(next(iter(columns.values())))
+    if n < num_queries:
+        raise ValueError(f"asked for {num_queries} queries but only {n} inputs are available")
+    first = {k: v[:num_queries] for k, v in columns.items()}
+    x = raw_inputs([c.name for c in schema.numeric()], [c.name for c in schema.categorical()], first)
+    return x, (None if labels is None else np.asarray(labels[:num_queries]))
+
+
 def check_model_dir(model_dir: str) -> None:
     """A clear error for a missing or non-SavedModel folder, before any budget is looked at."""
     if not os.path.isdir(model_dir):
@@ -96,16 +139,29 @@ def model_probabilities(model_dir: str, x: np.ndarray) -> np.ndarray:
         serve = tf.saved_model.load(model_dir).signatures["serving_default"]
     except Exception as e:  # noqa: BLE001 - TF raises many types; the user needs one clear line
         raise ValueError(f"cannot load a SavedModel from {model_dir}: {type(e).__name__}: {e}") from e
-    (spec,) = serve.structured_input_signature[1].values()
-    expected = tuple(spec.shape[1:])
-    if x.shape[1:] != expected:
-        if None in expected or int(np.prod(x.shape[1:])) != int(np.prod(expected)):
-            raise ValueError(f"inputs have shape {x.shape[1:]} but the model expects {expected}")
-        x = x.reshape((len(x), *expected))
+    specs = serve.structured_input_signature[1]
     (name,) = serve.structured_outputs
-    out = np.concatenate(
-        [serve(tf.constant(x[i : i + 1024], dtype=spec.dtype))[name].numpy() for i in range(0, len(x), 1024)]
-    ).astype(np.float64)
+    if isinstance(x, dict):  # a table model's raw columns
+        if set(x) != set(specs):
+            raise ValueError(
+                f"the model takes inputs {sorted(specs)}, got {sorted(x)}: was it trained on this table?"
+            )
+        n = len(next(iter(x.values())))
+        batches = [
+            serve(**{k: tf.constant(v[i : i + 1024], dtype=specs[k].dtype) for k, v in x.items()})[name]
+            for i in range(0, n, 1024)
+        ]
+    else:
+        (spec,) = specs.values()
+        expected = tuple(spec.shape[1:])
+        if x.shape[1:] != expected:
+            if None in expected or int(np.prod(x.shape[1:])) != int(np.prod(expected)):
+                raise ValueError(f"inputs have shape {x.shape[1:]} but the model expects {expected}")
+            x = x.reshape((len(x), *expected))
+        batches = [
+            serve(tf.constant(x[i : i + 1024], dtype=spec.dtype))[name] for i in range(0, len(x), 1024)
+        ]
+    out = np.concatenate([b.numpy() for b in batches]).astype(np.float64)
     if out.ndim != 2 or out.shape[1] < 2:
         raise ValueError(f"the model outputs shape {out.shape[1:]}; prediction release needs a classifier")
     if np.all(out >= 0) and np.allclose(out.sum(axis=1), 1.0, atol=1e-4):
@@ -212,7 +268,8 @@ def answer_queries(
     """
     check_model_dir(model_dir)
     ledger = PredictionLedger(ledger_path(model_dir))
-    ledger.check(len(x), config, epsilon_budget, delta_budget)  # fail fast, before loading TF
+    count = len(next(iter(x.values()))) if isinstance(x, dict) else len(x)  # a table model's raw columns
+    ledger.check(count, config, epsilon_budget, delta_budget)  # fail fast, before loading TF
     probs = model_probabilities(model_dir, x)  # not released
     rng = np.random.default_rng() if rng is None else rng
     answers = release(probs, config, rng)
@@ -221,7 +278,7 @@ def answer_queries(
     if delivery is not None:
         delivery.check_writable()
     note = f"model {os.path.abspath(model_dir)}"
-    state = ledger.spend(len(x), config, epsilon_budget, delta_budget, note=note)
+    state = ledger.spend(count, config, epsilon_budget, delta_budget, note=note)
     if delivery is not None:
         try:
             delivery.write(text)

@@ -25,6 +25,7 @@ images) the MLP's digits defaults. These are starting points: for a model pretra
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from models.builders import MODELS, cnn_variant
 
@@ -45,8 +46,22 @@ MNIST_CNN_DP = Recipe(512, 40, 4.0, 0.9, "cosine", 0.1, "Tramer & Boneh (2021), 
 CIFAR_CNN_DP = Recipe(512, 30, 4.0, 0.9, "cosine", 0.1, "Tramer & Boneh (2021) recipe family, CIFAR-10 CNN")
 
 
-def default_recipe(model: str, input_shape: tuple[int, ...], dp: bool) -> Recipe:
-    """The defaults for `model` (a model spec) on inputs of `input_shape`, DP or not."""
+def tabular_recipe(num_examples: int) -> Recipe:
+    """Tables: batch about N/10 (a power of two in [16, 512]) so that any table of 16+ rows fits, and
+    epochs for about 400 steps (5 to 30); SGD 0.1, momentum 0.9, cosine, clip 1 as for digits. Chosen
+    on a validation split of scikit-learn's breast-cancer training rows (never its test split)."""
+    batch = int(min(512, max(16, 2 ** math.floor(math.log2(max(1, num_examples / 10))))))
+    batch = min(batch, num_examples)
+    epochs = int(min(30, max(5, math.ceil(400 / math.ceil(num_examples / batch)))))
+    return Recipe(batch, epochs, 0.1, 0.9, "cosine", 1.0, "this project's tabular recipe (README: your data)")
+
+
+def default_recipe(model: str, input_shape: tuple[int, ...], dp: bool, num_examples: int | None = None,
+                   table: bool = False) -> Recipe:  # fmt: skip
+    """The defaults for `model` (a model spec) on inputs of `input_shape`, DP or not; a table gets the
+    tabular recipe sized by its `num_examples` (the number of rows, treated as public)."""
+    if table and num_examples is not None:
+        return tabular_recipe(num_examples)
     convolutional = model == "cnn" or model not in MODELS  # a user's model: by its input shape
     if not convolutional or len(input_shape) != 3 or cnn_variant(input_shape) == "small":
         return DIGITS

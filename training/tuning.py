@@ -243,6 +243,13 @@ def prepare(config: TuningConfig, dataset: Dataset | None = None) -> SearchPlan:
             config.dataset, config.data_dir, seed=config.seed, download=config.download,
             label_column=config.label_column, image_size=config.image_size, color_mode=config.color_mode,
         )  # fmt: skip
+    if (
+        getattr(dataset, "table", None) is not None
+    ):  # each trial's statistics would be a release the search does not account
+        raise ValueError(
+            "the private search does not take raw tables yet: train on the table with train_centralized or "
+            "train_federated, or search over numeric features (arrays)"
+        )
     if dataset.task != "classification":
         raise ValueError(
             f"the search scores runs by validation accuracy: {dataset.name} is not a classification task"

@@ -84,13 +84,36 @@ def test_a_new_experiment_that_fails_creates_no_folder(run_binary, tmp_path, bin
     assert not (tmp_path / "runs").exists()
 
 
-def test_csv_label_of_a_billion_is_refused_before_anything_is_allocated(run_binary, tmp_path):
+_ROWS = "".join(f"{i},{i % 3},{'Yes' if i % 2 else 'No'}\n" for i in range(30))
+
+
+@pytest.mark.parametrize(
+    "table, extra, message",
+    [
+        ("a,b,label\n" + "".join(f"{i},{i % 3},No\n" for i in range(30)), [], "one class"),
+        ("a,b,label\n" + "".join(f"{i},,{'Yes' if i % 2 else 'No'}\n" for i in range(30)), [], "all missing"),
+        ("a,b,label\n" + _ROWS, ["--schema=SCHEMA"], "not in the schema"),
+        (
+            "a,b,label\n" + _ROWS,
+            ["--dp", "--target_epsilon=1", "--preprocessing=schema"],
+            "must declare bounds",
+        ),
+        ("a,b,label\n", [], "no rows"),
+    ],
+)
+def test_a_bad_table_is_refused_in_one_line_before_anything_is_written(
+    run_binary, tmp_path, table, extra, message
+):
     csv = tmp_path / "data.csv"
-    csv.write_text("a,b,label\n" + "".join(f"{i},{i % 3},{i % 2}\n" for i in range(20)) + "1,2,1000000000\n")
-    proc = run_binary(
-        "train_centralized", "--dataset=csv", f"--data_dir={csv}", f"--root_output_dir={tmp_path}"
-    )
-    assert "re-encode" in _one_line_error(proc) and proc.returncode == 2
+    csv.write_text(table)
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps({"label": "label", "task": "classification", "classes": ["No", "Yes"],
+                                  "columns": [{"name": "a", "kind": "numeric"}]}))  # fmt: skip
+    args = [a.replace("SCHEMA", str(schema)) for a in extra]
+    out = f"--root_output_dir={tmp_path}/runs"
+    proc = run_binary("train_centralized", "--dataset=csv", f"--data_dir={csv}", out, *args)
+    assert message in _one_line_error(proc)
+    assert not (tmp_path / "runs").exists()
 
 
 def test_compare_into_an_uncreatable_folder(run_binary):

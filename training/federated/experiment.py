@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import numpy as np
+
 from data.clients import ClientPopulation, from_dataset
 from data.datasets import FEDERATED_DATASETS, Dataset
 from data.partition import PARTITIONS
@@ -20,6 +22,7 @@ from privacy.config import ACCOUNTANTS, CLIENT_SAMPLINGS, DpFedAvgConfig, check_
 from privacy.local_dp import LocalDpConfig
 from privacy.report import privacy_report as build_report
 from privacy.report import randomness_report
+from training import table_preprocessing
 from training.inputs import with_local_dp
 
 AGGREGATORS = ("none", "fixed", "adaptive", "tree")
@@ -49,6 +52,9 @@ class FederatedConfig:
     download: bool = False
     label_column: str = "label"
     client_id_column: str | None = None
+    schema_file: str | None = None  # tables: as in CentralizedConfig; the statistics are user-level here
+    preprocessing: str = "private"
+    preprocessing_share: float = 0.2
     image_size: int | None = None  # image_folder: resize to NxN; None: the images' own size
     color_mode: str | None = None  # image_folder: "grayscale" or "rgb"; None: inferred from the images
     model: str = "mlp"  # a model spec (models/specs.py): built-in name, PATH.py:FUNCTION, PATH.keras
@@ -172,7 +178,7 @@ class FederatedConfig:
         return (not self.is_private) if self.weighted is None else self.weighted
 
 
-def dp_config(config: FederatedConfig, num_clients: int) -> DpFedAvgConfig:
+def dp_config(config: FederatedConfig, num_clients: int, fitted=None) -> DpFedAvgConfig:
     """The DpFedAvgConfig of the run (noise 0 and aggregator 'none' for non-private runs).
 
     With only a target epsilon, the noise is calibrated here, once, for the whole run.
@@ -196,6 +202,7 @@ def dp_config(config: FederatedConfig, num_clients: int) -> DpFedAvgConfig:
         aggregator=config.aggregator,
         target_unclipped_quantile=config.target_unclipped_quantile,
         clipped_count_stddev=config.clipped_count_stddev,
+        **(table_preprocessing.dp_fields(fitted) if fitted is not None else {}),
     )
     if config.is_private and config.noise_multiplier is None:
         base = accounting.calibrate_fedavg(base, config.target_epsilon)
@@ -239,14 +246,37 @@ def load_population(config: FederatedConfig, dataset: Dataset | ClientPopulation
             client_id_column=config.client_id_column,
             image_size=config.image_size,
             color_mode=config.color_mode,
+            **({"schema_file": config.schema_file} if config.schema_file else {}),
         )
+    fitted = None
+    if table_preprocessing.is_table(dataset):
+        dataset, fitted = _fit_table(config, dataset)
     # each client perturbs its own records before any training sees them
     dataset, local_report = with_local_dp(dataset, config.local_dp, noise_seed(config))
     population = from_dataset(
         dataset, config.partition, config.num_clients, alpha=config.dirichlet_alpha, seed=config.seed
     )
     population.local_dp_report = local_report
+    population.preprocessing = fitted
     return population
+
+
+def _fit_table(config: FederatedConfig, dataset: Dataset):
+    """The table's user-level preprocessing (each user's rows weigh 1/rows; needs the natural partition)."""
+    _check(
+        config.preprocessing != "private" or not config.is_private or config.partition == "natural",
+        "private preprocessing of a federated table is user-level: it needs --partition=natural with "
+        "--client_id_column (whose rows each are); or use --preprocessing=schema",
+    )
+
+    def training_epsilon() -> float:
+        users = len(np.unique(dataset.client_ids)) if dataset.client_ids is not None else config.num_clients
+        return accounting.fedavg_epsilon(dp_config(config, users))
+
+    return table_preprocessing.fit_for_run(
+        dataset, config.preprocessing, config.is_private, config.preprocessing_share, config.target_epsilon,
+        config.delta, training_epsilon, noise_seed(config), user_level=True,
+    )  # fmt: skip
 
 
 def noise_seed(config: FederatedConfig) -> int | None:
@@ -272,7 +302,7 @@ def prepare(
     population = load_population(config, dataset)
     seed = audit_seed(config.seed)
     population, canary_clients = insert_canary_clients(population, config.audit_canary_clients, seed)
-    dp = dp_config(config, population.num_clients)
+    dp = dp_config(config, population.num_clients, getattr(population, "preprocessing", None))
     check_resumable(config, dp)
     return population, dp, canary_clients
 
@@ -283,8 +313,10 @@ def privacy_report(
     rounds_done: int,
     empty_rounds: int = 0,
     local_report: dict | None = None,
+    fitted=None,
 ) -> dict[str, Any]:
-    """The run's privacy.json (see `privacy.report`), with the federated details."""
+    """The run's privacy.json (see `privacy.report`), with the federated details (`fitted`: a table's
+    preprocessing, privacy.preprocessing.Fitted)."""
     guarantee = accounting.fedavg_guarantee(dp, rounds_done)
     details: dict[str, Any] = {
         "clients_per_round": dp.clients_per_round,
@@ -306,6 +338,9 @@ def privacy_report(
             "together they are exactly as private as one Gaussian mechanism with z, which is what is "
             "accounted. The clip starts at the given value and adapts."
         )
+    if fitted is not None:
+        adjacency = accounting.fedavg_adjacency(dp) if dp.is_private else None
+        guarantee, details["preprocessing"] = table_preprocessing.report(fitted, guarantee, adjacency)
     if local_report:
         details["local_dp"] = local_report
     details["randomness"] = randomness_report(config.secure_noise)

@@ -1,0 +1,196 @@
+"""Tables end to end: the minimal command trains, DP preprocessing is inside the epsilon, the saved
+model takes raw rows (strings, missing values) and answers as the in-memory model does."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import dp_accounting
+import numpy as np
+import pandas as pd
+import pytest
+
+from privacy import accounting
+from training.centralized import CentralizedConfig, ConfigError, prepare, run
+
+
+@pytest.fixture(scope="module")
+def breast_cancer_csv(tmp_path_factory) -> str:
+    from sklearn.datasets import load_breast_cancer
+
+    bunch = load_breast_cancer(as_frame=True)
+    df = bunch.data.copy()
+    df["label"] = bunch.target
+    path = tmp_path_factory.mktemp("bc") / "bc.csv"
+    df.to_csv(path, index=False)
+    return str(path)
+
+
+def credit_table(n: int = 4000, seed: int = 0) -> pd.DataFrame:
+    """A credit-risk-like table: "Yes"/"No" label with about 4% positives, a categorical column with
+    missing values, numeric columns in the thousands with missing values."""
+    rng = np.random.default_rng(seed)
+    student = rng.choice(["Yes", "No"], n, p=[0.3, 0.7]).astype(object)
+    balance = rng.gamma(2.0, 400.0, n)
+    income = rng.normal(35_000, 12_000, n)
+    score = -7.5 + 0.0045 * balance - 0.4 * (student == "Yes") + rng.normal(0, 0.5, n)
+    default = np.where(rng.random(n) < 1 / (1 + np.exp(-score)), "Yes", "No")
+    student[rng.random(n) < 0.05] = None
+    balance[rng.random(n) < 0.05] = np.nan
+    return pd.DataFrame({"student": student, "balance": balance, "income": income, "default": default})
+
+
+@pytest.fixture(scope="module")
+def credit_csv(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("credit") / "credit.csv"
+    credit_table().to_csv(path, index=False)
+    return str(path)
+
+
+def test_breast_cancer_minimal_command_trains_and_the_dp_run_composes_its_parts(breast_cancer_csv, tmp_path):
+    plain = run(
+        CentralizedConfig(
+            dataset="csv", data_dir=breast_cancer_csv, model="logistic", root_output_dir=str(tmp_path)
+        ),
+        verbose=False,
+    )
+    assert plain.test_accuracy >= 0.93
+    config = CentralizedConfig(
+        dataset="csv",
+        data_dir=breast_cancer_csv,
+        model="logistic",
+        dp=True,
+        target_epsilon=1.0,
+        root_output_dir=str(tmp_path),
+        experiment_name="dp",
+    )
+    result = run(config, verbose=False)
+    privacy = result.privacy
+    assert privacy["epsilon"] <= 1.0
+    pre = privacy["preprocessing"]
+    assert pre["mode"] == "private" and pre["covered"] and pre["histograms"] == 31  # 30 columns + label
+    assert "included in this epsilon" in privacy["statement"]
+    # independent composition of the recorded parts: the Gaussian release, then Poisson DP-SGD
+    acc = dp_accounting.rdp.RdpAccountant(accounting.RDP_ORDERS)
+    acc.compose(dp_accounting.GaussianDpEvent(pre["noise_multiplier"]))
+    step = dp_accounting.PoissonSampledDpEvent(
+        privacy["sampling_rate"], dp_accounting.GaussianDpEvent(privacy["noise_multiplier"])
+    )
+    acc.compose(dp_accounting.SelfComposedDpEvent(step, privacy["steps"]))
+    assert privacy["epsilon"] == pytest.approx(acc.get_epsilon(1e-5), rel=1e-9)
+    assert pre["epsilon_alone"] < privacy["epsilon"]
+    assert result.test_accuracy >= 0.85
+    schema = json.load(open(os.path.join(result.output_dir, "schema.json")))
+    assert len(schema["columns"]) == 30 and schema["classes"] == ["0", "1"]
+
+
+def test_a_table_with_strings_and_missing_values_trains_reports_auc_and_its_model_takes_raw_rows(
+    credit_csv, tmp_path
+):
+    import tensorflow as tf
+
+    from models.table_encoding import raw_inputs
+    from privacy.preprocessing import encode
+    from training.prediction import load_queries, model_probabilities
+
+    config = CentralizedConfig(
+        dataset="csv",
+        data_dir=credit_csv,
+        label_column="default",
+        dp=True,
+        target_epsilon=3.0,
+        root_output_dir=str(tmp_path),
+    )
+    plan = prepare(config)
+    assert plan.dataset.class_names == ("No", "Yes")
+    assert 0 < plan.fitted.positive_fraction < 0.2
+    vocab = plan.fitted.categorical[0].vocabulary
+    assert set(vocab) == {"", "No", "Yes"}
+    from training.centralized import launch
+
+    result = launch(plan, verbose=False)
+    assert "test_auc" in result.history[-1] and result.history[-1]["test_auc"] > 0.8
+    # the saved model on raw rows == the trained model on the encoded rows
+    frame = credit_table(50, seed=9).drop(columns=["default"])
+    raw_csv = tmp_path / "raw.csv"
+    frame.to_csv(raw_csv, index=False)
+    x, labels = load_queries(50, input_file=str(raw_csv), model_dir=os.path.join(result.output_dir, "model"))
+    assert labels is None and set(x) == {"numeric", "categorical"}
+    saved = model_probabilities(os.path.join(result.output_dir, "model"), x)
+    columns = {"student": x["categorical"][:, 0], "balance": x["numeric"][:, 0], "income": x["numeric"][:, 1]}
+    encoded = encode(plan.fitted, columns)
+    keras_model = tf.keras.models.load_model(os.path.join(result.output_dir, "model"), compile=False)
+    logits = keras_model(raw_inputs(["balance", "income"], ["student"], columns)).numpy()
+    probs = tf.nn.softmax(logits).numpy()
+    np.testing.assert_allclose(saved, probs, atol=1e-6)
+    assert encoded.shape[1] == plan.fitted.width
+    assert np.isnan(x["numeric"]).any() and (x["categorical"] == "").any()  # raw rows really had gaps
+
+
+def test_declared_schema_mode_costs_nothing_and_reads_no_statistics(breast_cancer_csv, tmp_path):
+    from data.schema import TableSchema
+
+    df = pd.read_csv(breast_cancer_csv)
+    cols = [
+        {
+            "name": c,
+            "kind": "numeric",
+            "lower": 0.0,
+            "upper": float(10 ** math.ceil(math.log10(df[c].max() + 1e-9))),
+        }
+        for c in df.columns
+        if c != "label"
+    ]
+    schema = {"label": "label", "task": "classification", "classes": ["0", "1"], "columns": cols}
+    TableSchema.from_json(schema)  # the format is the schema module's
+    path = tmp_path / "schema.json"
+    path.write_text(json.dumps(schema))
+    plan = prepare(
+        CentralizedConfig(
+            dataset="csv",
+            data_dir=breast_cancer_csv,
+            schema_file=str(path),
+            dp=True,
+            preprocessing="schema",
+            target_epsilon=1.0,
+            root_output_dir=str(tmp_path),
+        )
+    )
+    assert plan.fitted.mode == "schema" and plan.fitted.cost.noise_multiplier == 0
+    assert plan.dp.preprocessing_noise_multiplier == 0
+    assert plan.fitted.numeric[0].upper == cols[0]["upper"]
+
+
+def test_schema_mode_without_declared_bounds_is_refused(breast_cancer_csv, tmp_path):
+    with pytest.raises(ConfigError, match="must declare bounds"):
+        prepare(
+            CentralizedConfig(
+                dataset="csv",
+                data_dir=breast_cancer_csv,
+                dp=True,
+                preprocessing="schema",
+                target_epsilon=1.0,
+                root_output_dir=str(tmp_path),
+            )
+        )
+
+
+def test_non_private_preprocessing_is_stated_as_not_covered(breast_cancer_csv, tmp_path):
+    plan = prepare(
+        CentralizedConfig(
+            dataset="csv",
+            data_dir=breast_cancer_csv,
+            dp=True,
+            epochs=1,
+            preprocessing="non_private",
+            target_epsilon=1.0,
+            root_output_dir=str(tmp_path),
+        )
+    )
+    from training.centralized import _report
+
+    report = _report(plan, 1)
+    assert report["preprocessing"]["covered"] is False
+    assert "NOT covered" in report["statement"]

@@ -1,0 +1,192 @@
+"""A table's preprocessing inside a run: the noise its statistics get, the fit, the encoded dataset.
+
+One home for what the centralized, federated and search runs do with a `Dataset` that holds a raw
+table (`data.table_files.RawTable`): choose the preprocessing noise from the run's budget, fit the
+transforms (`privacy.preprocessing`), and give back the dataset with numeric features. The run then
+composes `Fitted.cost` with its training event (DpSgdConfig / DpFedAvgConfig preprocessing fields).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from data.datasets import Dataset
+from privacy import accounting, preprocessing
+from privacy.preprocessing import Fitted, PreprocessingConfig
+
+SCHEMA_FILE, FITTED_FILE = "schema.json", "preprocessing.json"
+DEFAULT_SHARE = 0.2  # of the target epsilon, for the statistics alone (see README: your data)
+SELECTION_DELTA_SHARE = 0.1  # of delta, for the partition selection of all selected columns together
+PREPROCESSING_MODES = preprocessing.MODES
+
+
+class TablePreprocessingError(ValueError):
+    """The preprocessing settings cannot run on this table (the message says what to change)."""
+
+
+def is_table(dataset: Dataset) -> bool:
+    return getattr(dataset, "table", None) is not None
+
+
+def noise_for(share: float, epsilon: float, delta: float) -> float:
+    """z of the statistics' Gaussian release: alone it would cost `share` x `epsilon` (RDP, at `delta`).
+
+    The training noise is then calibrated so that the composition meets the target: composition in
+    RDP is sub-additive, so training gets more than (1 - share) of it."""
+    if not 0 < share < 1:
+        raise TablePreprocessingError(f"preprocessing_share must be in (0, 1), got {share}")
+    import dp_accounting
+
+    return accounting.calibrate_noise(
+        lambda z: accounting.epsilon_of(dp_accounting.GaussianDpEvent(z), "rdp", "add_or_remove_one", delta),
+        share * epsilon,
+    )
+
+
+def plan_preprocessing(
+    dataset: Dataset, mode: str, dp: bool, share: float, epsilon: float | None, delta: float
+) -> PreprocessingConfig:
+    """The preprocessing config of a run on a table. A non-private run uses the plain statistics
+    (it has no guarantee to keep) unless the schema mode was asked for; a private run with
+    `mode="private"` needs the epsilon the statistics' share is taken of."""
+    if mode not in PREPROCESSING_MODES:
+        raise TablePreprocessingError(f"preprocessing must be one of {PREPROCESSING_MODES}, got {mode!r}")
+    schema = dataset.table.schema
+    if not dp or mode == "non_private":
+        return PreprocessingConfig("schema" if mode == "schema" else "non_private")
+    if mode == "schema" or preprocessing.released_histograms(schema) == 0:
+        return PreprocessingConfig(mode)
+    if epsilon is None or epsilon == float("inf"):
+        raise TablePreprocessingError("private preprocessing needs a finite epsilon to take its share of")
+    selected = preprocessing.selected_columns(schema)
+    per_column = SELECTION_DELTA_SHARE * delta / selected if selected else 0.0
+    return PreprocessingConfig("private", noise_for(share, epsilon, delta), per_column)
+
+
+def fit_table(
+    dataset: Dataset, config: PreprocessingConfig, seed: int | None, user_weights: bool = False
+) -> tuple[Dataset, Fitted]:
+    """The dataset with numeric features (training and test rows encoded alike), and the fit.
+
+    `seed`: the run's noise seed (None: OS entropy); the statistics' noise is its own stream of it.
+    `user_weights`: each training row weighs 1/(its user's rows), so one user's total weight is 1
+    (user-level statistics for federated runs)."""
+    table = dataset.table
+    weights = None
+    if user_weights:
+        if table.client_ids is None:
+            raise TablePreprocessingError(
+                "private preprocessing of a federated table is user-level: it needs --client_id_column "
+                "(whose rows each are); or use --preprocessing=schema"
+            )
+        counts = np.bincount(table.client_ids)
+        weights = 1.0 / counts[table.client_ids]
+    rng = np.random.default_rng(None if seed is None else [seed, 0x7AB1E])
+    try:
+        fitted = preprocessing.fit(table.schema, table.train, table.y_train, config, rng, weights)
+    except preprocessing.PreprocessingError as e:
+        raise TablePreprocessingError(str(e)) from None
+    x_train = preprocessing.encode(fitted, table.train)
+    x_test = preprocessing.encode(fitted, table.test)
+    return dataclasses.replace(dataset, x_train=x_train, x_test=x_test), fitted
+
+
+def fit_for_run(
+    dataset: Dataset,
+    mode: str,
+    dp: bool,
+    share: float,
+    target_epsilon: float | None,
+    delta: float,
+    training_epsilon,
+    seed: int | None,
+    user_level: bool = False,
+) -> tuple[Dataset, Fitted]:
+    """A run's table fit: the statistics take `share` of the target epsilon; a run given a noise
+    multiplier instead (`training_epsilon()`: its training's epsilon alone) gives them as much,
+    relative to that. `user_level`: the statistics are user-level (federated)."""
+    epsilon = target_epsilon
+    if dp and epsilon is None and mode == "private":
+        epsilon = training_epsilon() / (1 - share)
+    planned = plan_preprocessing(dataset, mode, dp, share, epsilon, delta)
+    return fit_table(dataset, planned, seed, user_weights=user_level and planned.mode == "private")
+
+
+def dp_fields(fitted: Fitted) -> dict[str, float]:
+    """The DpSgdConfig / DpFedAvgConfig fields that make the accountant compose the statistics."""
+    return {
+        "preprocessing_noise_multiplier": fitted.cost.noise_multiplier,
+        "preprocessing_delta": fitted.cost.selection_delta,
+    }
+
+
+def privacy_details(fitted: Fitted, adjacency: str, delta: float) -> dict:
+    """privacy.json's `preprocessing`: the mode, the mechanism, its epsilon alone and each part."""
+    cost = fitted.cost
+    out = {"mode": fitted.mode, "covered": fitted.mode != "non_private", "parts": list(cost.parts)}
+    if cost.noise_multiplier > 0:
+        event = accounting.preprocessing_event(cost.noise_multiplier, adjacency)
+        out.update(
+            mechanism="Gaussian release of m histograms, each scaled by 1/sqrt(m) (L2 sensitivity 1)",
+            noise_multiplier=cost.noise_multiplier,
+            histograms=cost.histograms,
+            count_stddev=cost.count_stddev,
+            selection_delta=cost.selection_delta,
+            epsilon_alone=accounting.epsilon_of(event, "rdp", adjacency, delta),
+        )
+    if fitted.mode == "non_private":
+        out["note"] = (
+            "The preprocessing statistics (bounds, means, standard deviations, categories) are "
+            "plain statistics of the training rows and are NOT covered by the epsilon."
+        )
+    return out
+
+
+def statement_note(fitted: Fitted) -> str:
+    """The privacy statement's sentence about a table's preprocessing and schema."""
+    schema = "The table's schema (column names and kinds, the label's classes) is treated as public."
+    if fitted.mode == "non_private":
+        return (
+            "The preprocessing statistics are plain statistics of the training rows and are NOT "
+            "covered by this guarantee (--preprocessing=non_private). " + schema
+        )
+    if fitted.mode == "schema":
+        return "The preprocessing uses only the declared schema (no statistics of the rows). " + schema
+    return "The preprocessing statistics are DP releases included in this epsilon. " + schema
+
+
+def compiled(model, task: str):
+    """`model` compiled as the trained models are, so that Keras reloads it whole."""
+    import tensorflow as tf
+
+    if task == "classification":
+        model.compile(
+            loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+        )
+    else:
+        model.compile(loss=tf.keras.losses.MeanSquaredError())
+    return model
+
+
+def report(fitted: Fitted, guarantee, adjacency: str | None):
+    """(the guarantee with the statement's table sentence, privacy.json's `preprocessing`); adjacency
+    None: a non-private run (no guarantee to annotate)."""
+    details = privacy_details(fitted, adjacency or "add_or_remove_one", guarantee.delta or 1e-5)
+    if adjacency is not None:
+        guarantee = guarantee.with_note(statement_note(fitted))
+    return guarantee, details
+
+
+def save_model(folder, model, dataset: Dataset, fitted: Fitted | None) -> None:
+    """The released model into `folder` (a RunFolder): for a table, behind its preprocessing layers
+    (raw columns in), with schema.json and preprocessing.json beside it."""
+    if fitted is None:
+        folder.save_model(model)
+        return
+    from models.table_encoding import raw_input_model
+
+    folder.write_json(SCHEMA_FILE, dataset.table.schema.to_json())
+    folder.write_json(FITTED_FILE, fitted.to_json())
+    folder.save_model(compiled(raw_input_model(model, fitted), dataset.task))
