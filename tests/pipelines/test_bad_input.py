@@ -92,7 +92,7 @@ _ROWS = "".join(f"{i},{i % 3},{'Yes' if i % 2 else 'No'}\n" for i in range(30))
     [
         ("a,b,label\n" + "".join(f"{i},{i % 3},No\n" for i in range(30)), [], "one class"),
         ("a,b,label\n" + "".join(f"{i},,{'Yes' if i % 2 else 'No'}\n" for i in range(30)), [], "all missing"),
-        ("a,b,label\n" + _ROWS, ["--schema=SCHEMA"], "not in the schema"),
+        ("a,b,label\n" + _ROWS, ["--schema=SCHEMA"], "the schema does not list"),
         (
             "a,b,label\n" + _ROWS,
             ["--dp", "--target_epsilon=1", "--preprocessing=schema"],
@@ -100,6 +100,7 @@ _ROWS = "".join(f"{i},{i % 3},{'Yes' if i % 2 else 'No'}\n" for i in range(30))
         ),
         ("a,b,label\n", [], "no rows"),
     ],
+    ids=["one-class", "all-missing", "schema-disagrees", "schema-without-bounds", "no-rows"],
 )
 def test_a_bad_table_is_refused_in_one_line_before_anything_is_written(
     run_binary, tmp_path, table, extra, message

@@ -251,3 +251,36 @@ def test_aggregator_audit_catches_a_noise_bug_and_clears_the_real_aggregator(tmp
     shared = run("shared_stream")
     assert shared.privacy["epsilon"] == pytest.approx(correct.privacy["epsilon"])
     assert shared.audit["epsilon_lower_bound"] > shared.privacy["epsilon"] and shared.audit["exceeds_claim"]
+
+
+@pytest.mark.parametrize("num_classes", [2, 0])
+def test_evaluation_reports_the_metric_keys_of_every_pipeline(num_classes):
+    """The federated evaluator gives training.metrics' keys (AUC for binary labels, RMSE for
+    regression), its loss Keras's, and a DP run releases them all (held-out data), no client statistic."""
+    from data.clients import ClientPopulation
+    from training.federated.round_loop import _evaluator, released
+    from training.metrics import metric_names
+
+    rng = np.random.default_rng(0)
+    x, x_test = rng.normal(size=(40, 6)).astype(np.float32), rng.normal(size=(30, 6)).astype(np.float32)
+    y_test = rng.integers(0, 2, 30).astype(np.int32) if num_classes else rng.normal(size=30).astype("float32")
+    population = ClientPopulation("tiny", x, np.zeros(40, y_test.dtype), [np.arange(20), np.arange(20, 40)],
+                                  x_test, y_test, num_classes)  # fmt: skip
+
+    class Weights:  # what process.get_model_weights(state) returns: the state's global weights
+        def assign_weights_to(self, model):
+            model.set_weights([w + 0.1 for w in model.get_weights()])
+
+    process = type("Process", (), {"get_model_weights": lambda self, state: Weights()})()
+    model = "mlp" if num_classes else "linear"
+    config = federated.FederatedConfig(num_clients=2, clients_per_round=1, model=model)
+    eval_model, evaluate = _evaluator(config, population, process)
+    out = evaluate(None)
+    task = "classification" if num_classes else "regression"
+    assert list(out) == metric_names(task, num_classes)
+    keras = eval_model.evaluate(x_test, y_test, verbose=0, return_dict=True)
+    assert out["test_loss"] == pytest.approx(keras["loss"], rel=1e-5)
+    if num_classes:
+        assert out["test_accuracy"] == pytest.approx(keras["accuracy"]) and 0 <= out["test_auc"] <= 1
+    row = {"round": 3, "clients": 1, "train_loss": 0.5, "round_time_s": 1.0, "epsilon": 2.0, **out}
+    assert released(row, private=True) == {"round": 3, "epsilon": 2.0, **out}

@@ -54,6 +54,9 @@ class FederatedResult:
     audit: dict[str, Any] | None = None
     # every round's full row, the sampled clients' statistics included (not_for_release/ in DP runs)
     unreleased_history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    # the final model's test metrics (training.metrics.evaluate_model: test_loss, test_accuracy,
+    # test_auc, ...), computed on the held-out test split and released like test_accuracy
+    test_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 # The round statistics a DP run may release: the test metrics (of held-out data), the epsilon spent,
@@ -194,20 +197,23 @@ def launch(plan: Plan, flags: dict[str, Any] | None = None, verbose: bool = True
 
 
 def _evaluator(config: FederatedConfig, population: ClientPopulation, process):
-    """(Keras model holding the global weights, evaluate(state) -> test metrics)."""
+    """(Keras model holding the global weights, evaluate(state) -> test metrics).
+
+    The metrics are `training.metrics.evaluate_model`'s (test_loss, test_accuracy, test_auc, ...),
+    the keys the centralized pipeline reports, computed centrally on the held-out test split."""
     from models.specs import build_model
+    from training.metrics import evaluate_model
 
     # the architecture: the global weights are assigned from the state before every evaluation
     eval_model = build_model(config.model, population.input_shape, population.num_classes, seed=config.seed)
     loss, metrics = loss_and_metrics(population.task)
-    eval_model.compile(loss=loss, metrics=metrics())
+    eval_model.compile(loss=loss, metrics=metrics())  # the saved model stays compiled, as before
 
     def evaluate(state) -> dict[str, float]:
         process.get_model_weights(state).assign_weights_to(eval_model)
-        res = eval_model.evaluate(
-            population.x_test, population.y_test, batch_size=1024, verbose=0, return_dict=True
+        return evaluate_model(
+            eval_model, population.x_test, population.y_test, population.task, population.num_classes
         )
-        return {f"test_{k}": float(v) for k, v in res.items()}
 
     return eval_model, evaluate
 
@@ -284,6 +290,7 @@ def _train(plan: Plan, ckpt_dir: str, start: float, verbose: bool) -> FederatedR
             resumed_from_round=done,
             audit=audit,
             unreleased_history=progress.history,
+            test_metrics=dict(final_eval),
         )
     finally:
         loop.close()
@@ -396,6 +403,8 @@ def _round_text(row: dict[str, Any], planned: int, private: bool) -> str:
         parts.append(f"test_acc={row['test_accuracy']:.4f}")
     elif "test_loss" in row:
         parts.append(f"test_loss={row['test_loss']:.4f}")
+    if math.isfinite(row.get("test_auc", math.nan)):  # binary labels: accuracy alone hides a rare class
+        parts.append(f"test_auc={row['test_auc']:.4f}")
     if _CLIP_KEY in row:
         parts.append(f"clip={row[_CLIP_KEY]:.4g}")
     if private:
