@@ -109,6 +109,7 @@ class Fitted:
     categorical: tuple[CategoricalTransform, ...]
     cost: Cost
     positive_fraction: float | None  # binary labels: share of the last class (noisy in private mode)
+    schema: Any = None  # the data.schema.TableSchema it was fitted under (public structure)
 
     @property
     def width(self) -> int:
@@ -179,10 +180,12 @@ def fit(
     n = len(y)
     weights = np.ones(n) if weights is None else np.asarray(weights, np.float64)
     if config.mode == "non_private":
-        return _fit_plain(schema, train, y)
-    if config.mode == "schema":
-        return _fit_declared(schema)
-    return _fit_private(schema, train, y, config, rng, weights)
+        fitted = _fit_plain(schema, train, y)
+    elif config.mode == "schema":
+        fitted = _fit_declared(schema)
+    else:
+        fitted = _fit_private(schema, train, y, config, rng, weights)
+    return dataclasses.replace(fitted, schema=schema)
 
 
 def _declared_numeric(col) -> NumericTransform:

@@ -400,7 +400,7 @@ def train(plan: Plan, progress: Progress | None = None) -> CentralizedResult:
     with tb.as_default(step=plan.epochs):
         tf.summary.text("privacy_statement", privacy["statement"])
     tb.flush()
-    table_preprocessing.save_model(plan.folder, model, plan.dataset, plan.fitted)
+    table_preprocessing.save_model(plan.folder, model, plan.dataset.task, plan.fitted)
     released = [{k: v for k, v in r.items() if k not in _unreleased(plan)} for r in history]
     if _unreleased(plan):  # a DP run's timings depend on the sampled batches: for the data holder only
         plan.folder.write_metrics(history, name=UNRELEASED_EPOCHS_FILE)

@@ -179,7 +179,7 @@ def report(fitted: Fitted, guarantee, adjacency: str | None):
     return guarantee, details
 
 
-def save_model(folder, model, dataset: Dataset, fitted: Fitted | None) -> None:
+def save_model(folder, model, task: str, fitted: Fitted | None) -> None:
     """The released model into `folder` (a RunFolder): for a table, behind its preprocessing layers
     (raw columns in), with schema.json and preprocessing.json beside it."""
     if fitted is None:
@@ -187,6 +187,6 @@ def save_model(folder, model, dataset: Dataset, fitted: Fitted | None) -> None:
         return
     from models.table_encoding import raw_input_model
 
-    folder.write_json(SCHEMA_FILE, dataset.table.schema.to_json())
+    folder.write_json(SCHEMA_FILE, fitted.schema.to_json())
     folder.write_json(FITTED_FILE, fitted.to_json())
-    folder.save_model(compiled(raw_input_model(model, fitted), dataset.task))
+    folder.save_model(compiled(raw_input_model(model, fitted), task))

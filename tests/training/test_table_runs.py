@@ -194,3 +194,66 @@ def test_non_private_preprocessing_is_stated_as_not_covered(breast_cancer_csv, t
     report = _report(plan, 1)
     assert report["preprocessing"]["covered"] is False
     assert "NOT covered" in report["statement"]
+
+
+@pytest.mark.slow
+def test_federated_table_statistics_are_user_level_and_composed(tmp_path, monkeypatch):
+    from training import federated
+
+    df = credit_table(3000, seed=3)
+    df["branch"] = np.random.default_rng(4).integers(0, 60, len(df)).astype(str)
+    path = tmp_path / "clients.csv"
+    df.to_csv(path, index=False)
+    common = dict(
+        dataset="csv",
+        data_dir=str(path),
+        label_column="default",
+        client_id_column="branch",
+        partition="natural",
+        num_clients=0,
+        clients_per_round=20,
+        rounds=3,
+        eval_every=3,
+    )
+    with pytest.raises(ValueError, match="--partition=natural"):
+        federated.prepare(
+            federated.FederatedConfig(
+                **{**common, "partition": "iid", "num_clients": 30}, aggregator="fixed", target_epsilon=5.0
+            )
+        )
+    config = federated.FederatedConfig(
+        **common, aggregator="fixed", target_epsilon=5.0, root_output_dir=str(tmp_path / "runs")
+    )
+    population, dp, _ = federated.prepare(config)
+    assert population.preprocessing.schema.client_id == "branch" and dp.preprocessing_noise_multiplier > 0
+    # user-level: a user's rows weigh 1/rows (each user's weights sum to 1), so removing one user moves
+    # each histogram by at most 1
+    from training import table_preprocessing
+
+    calls = []
+    real_fit = table_preprocessing.preprocessing.fit
+    monkeypatch.setattr(
+        table_preprocessing.preprocessing, "fit", lambda *a, **k: calls.append(a[5]) or real_fit(*a, **k)
+    )
+    federated.prepare(config)
+    (weights,) = calls
+    assert weights.max() < 1 and weights.sum() == pytest.approx(population.num_clients)
+    result = federated.run(config, verbose=False)
+    privacy = result.privacy
+    assert privacy["unit"] == "user" and privacy["preprocessing"]["mode"] == "private"
+    acc = dp_accounting.rdp.RdpAccountant(accounting.RDP_ORDERS)
+    acc.compose(dp_accounting.GaussianDpEvent(privacy["preprocessing"]["noise_multiplier"]))
+    step = dp_accounting.PoissonSampledDpEvent(
+        privacy["sampling_rate"], dp_accounting.GaussianDpEvent(privacy["noise_multiplier"])
+    )
+    acc.compose(dp_accounting.SelfComposedDpEvent(step, privacy["steps"]))
+    sel = privacy["preprocessing"]["selection_delta"]
+    assert privacy["epsilon"] == pytest.approx(acc.get_epsilon(1e-5 - sel) - math.log1p(-sel), rel=1e-9)
+    assert privacy["epsilon"] <= 5.0
+    assert os.path.exists(os.path.join(result.output_dir, "schema.json"))
+    from training.prediction import load_queries, model_probabilities
+
+    x, labels = load_queries(
+        20, dataset="csv", data_dir=str(path), model_dir=os.path.join(result.output_dir, "model")
+    )
+    assert model_probabilities(os.path.join(result.output_dir, "model"), x).shape == (20, 2)

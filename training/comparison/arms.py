@@ -138,6 +138,9 @@ class ArmOutcome:
     num_clients: int | None = None
     clients_per_round: int | None = None
     audit: dict[str, Any] | None = None  # the run's audit.json (one-run canary lower bounds)
+    # every test-set metric the run reported (training.metrics keys: test_loss, test_accuracy,
+    # test_auc, test_balanced_accuracy, test_recall_<i>, ...), measured on the held-out split
+    test_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 ArmRunner = Callable[[ArmSpec, ComparisonConfig, Dataset, str], ArmOutcome]
@@ -170,7 +173,15 @@ def run_pipeline_arm(spec: ArmSpec, config: ComparisonConfig, dataset: Dataset, 
         num_clients=fed[0],
         clients_per_round=fed[1],
         audit=res.audit,
+        test_metrics=_test_metrics(res),
     )
+
+
+def _test_metrics(res: Any) -> dict[str, float]:
+    """The result's `test_metrics` (training.metrics keys), at least its test_loss and test_accuracy."""
+    reported = getattr(res, "test_metrics", None) or {}  # CentralizedResult, FederatedResult: both have it
+    found = {k: float(v) for k, v in reported.items() if k.startswith("test_") and v is not None}
+    return {"test_loss": float(res.test_loss), "test_accuracy": float(res.test_accuracy), **found}
 
 
 def _run_tuned_arm(cfg, dataset: Dataset) -> ArmOutcome:
@@ -190,4 +201,5 @@ def _run_tuned_arm(cfg, dataset: Dataset) -> ArmOutcome:
         wall_time_s=math.nan,  # not even in not_for_release/timings.csv (the search's own folder has it)
         history=[],
         model_dir=os.path.join(res.output_dir, "model"),
+        test_metrics={k: float(v) for k, v in selected.items() if k.startswith("test_") and v is not None},
     )

@@ -26,6 +26,7 @@ from typing import Any
 
 from data.datasets import Dataset
 from models.specs import check_init
+from training.metrics import default_metric, is_metric, metric_names
 from training.run_folder import check_experiment_name
 
 DEFAULT_ARMS = ("central_nondp", "central_dp", "fed_nondp", "fed_dp", "fed_dp_example")
@@ -106,6 +107,12 @@ class ComparisonConfig:
     audit_canaries: int = 500  # white box: gradient canaries (central), aggregator canary users (fed)
     audit_example_canaries: int = 100  # black box: OOD examples (central; fed_dp_example's clients)
     audit_canary_clients: int = 20  # black box: OOD canary clients (fed_nondp, fed_dp)
+    # the table's headline column: a training.metrics name, or "auto" (`headline_metric`). A view of
+    # the same arms: neither is part of `settings()`, so changing them reruns no arm
+    metric: str = "auto"
+    # binary labels: the share of class 1, for "auto" (AUC when under 20%). It must be a DP release
+    # or public knowledge, never measured on the private labels; None (no such estimate): accuracy
+    positive_fraction: float | None = None
 
     def __post_init__(self) -> None:
         _check(len(self.arms) > 0, "no arms given; choose from " + ",".join(ARMS))
@@ -137,6 +144,15 @@ class ComparisonConfig:
         _check(
             self.fed_aggregator in FED_AGGREGATORS,
             f"fed_aggregator must be one of {FED_AGGREGATORS}, got {self.fed_aggregator!r}",
+        )
+        _check(
+            self.metric == "auto" or is_metric(self.metric),
+            f"metric must be auto or a test metric (test_accuracy, test_auc, test_average_precision, "
+            f"test_balanced_accuracy, test_recall_<i>, test_loss), got {self.metric!r}",
+        )
+        _check(
+            self.positive_fraction is None or 0 <= self.positive_fraction <= 1,
+            f"positive_fraction must be in [0, 1], got {self.positive_fraction}",
         )
         check_experiment_name(self.experiment_name)
         check_init(self.model, self.model_init)  # the spec's form and the init (files: in validate)
@@ -178,6 +194,8 @@ class ComparisonConfig:
         """What an arm's result depends on (everything but the lists of arms/epsilons/seeds)."""
         d = dataclasses.asdict(self)
         for key in ("arms", "target_epsilons", "seeds", "root_output_dir", "experiment_name"):
+            d.pop(key)
+        for key in ("metric", "positive_fraction"):  # how the table reads the arms, not what they are
             d.pop(key)
         for key in ("image_size", "color_mode"):  # unset: left out, as in records made before they existed
             if d[key] is None:
@@ -238,8 +256,22 @@ def check_delta(config: ComparisonConfig, num_train: int) -> None:
         )
 
 
+def headline_metric(config: ComparisonConfig, num_classes: int) -> str:
+    """The table's headline metric: `config.metric`, or for "auto" `training.metrics.default_metric`
+    with the positive fraction the caller gave (None: no DP estimate, so test_accuracy)."""
+    if config.metric != "auto":
+        return config.metric
+    return default_metric("classification", num_classes, config.positive_fraction)
+
+
 def check_dataset(config: ComparisonConfig, dataset: Dataset) -> None:
     _check(dataset.task == "classification", "the comparison needs a classification dataset")
+    available = metric_names(dataset.task, dataset.num_classes)
+    _check(
+        config.metric == "auto" or config.metric in available,
+        f"metric {config.metric} is not measured on {dataset.num_classes}-class labels; "
+        f"choose from auto,{','.join(available)}",
+    )
     n = dataset.num_train
     _check(
         config.fed_num_clients <= n,

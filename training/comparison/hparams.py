@@ -19,6 +19,11 @@ HPARAM_METRICS = {
 }  # no wall time: a DP arm's is not covered (not_for_release/timings.csv)
 
 
+def _hparam_metrics(metric: str) -> dict[str, str]:
+    tag = f"comparison/{metric}"
+    return HPARAM_METRICS if tag in HPARAM_METRICS else {tag: metric.replace("_", " "), **HPARAM_METRICS}
+
+
 def _hparams_domain(config: ComparisonConfig):
     from tensorboard.plugins.hparams import api as hp
 
@@ -34,8 +39,10 @@ def _hparams_domain(config: ComparisonConfig):
     }
 
 
-def write_tensorboard_experiment(logdir: str, config: ComparisonConfig) -> None:
-    """The hparams experiment (columns and metrics) at the logdir root, replacing an older one."""
+def write_tensorboard_experiment(logdir: str, config: ComparisonConfig, metric: str = "test_accuracy") -> None:
+    """The hparams experiment (columns and metrics) at the logdir root, replacing an older one.
+
+    `metric`, the table's headline test metric, is a column too when it is not accuracy."""
     import tensorflow as tf
     from tensorboard.plugins.hparams import api as hp
 
@@ -45,7 +52,7 @@ def write_tensorboard_experiment(logdir: str, config: ComparisonConfig) -> None:
     with writer.as_default():
         hp.hparams_config(
             hparams=list(_hparams_domain(config).values()),
-            metrics=[hp.Metric(tag, display_name=name) for tag, name in HPARAM_METRICS.items()],
+            metrics=[hp.Metric(tag, display_name=name) for tag, name in _hparam_metrics(metric).items()],
         )
     writer.close()
     for f in old:  # one experiment definition only
@@ -83,6 +90,7 @@ def write_tensorboard_arm(logdir: str, record: Mapping[str, Any], config: Compar
     with writer.as_default():
         hp.hparams(values, trial_id=row["arm_id"])
         metric_values = {
+            **{f"comparison/{k}": v for k, v in row.items() if k.startswith("test_")},  # AUC, recall, ...
             "comparison/test_accuracy": row.get("test_accuracy"),
             "comparison/epsilon": row.get("epsilon"),
             "comparison/attack_auc": row.get("attack_auc"),

@@ -20,7 +20,8 @@ from training.run_folder import RunFolder, jsonable, write_csv
 
 RESULT_FILE = "arm_result.json"
 # bump when the audit or the record changes: old records are refused. 6: no timings (version 5 rows
-# and histories held them, and a rerun would copy them into results.csv again)
+# and histories held them, and a rerun would copy them into results.csv again). Not bumped for the
+# rows' extra test metrics (test_auc, test_balanced_accuracy, ...): an older row simply lacks them.
 ARM_RESULT_VERSION = 6
 TIMINGS_FILE = os.path.join(RunFolder.NOT_FOR_RELEASE, "timings.csv")
 TIMING_SUFFIX = "_time_s"  # epoch_time_s, round_time_s: the history's timings
@@ -126,6 +127,7 @@ def make_arm_record(
         "clients_per_round": outcome.clients_per_round,
         "test_accuracy": outcome.test_accuracy,
         "test_loss": outcome.test_loss,
+        **{k: v for k, v in outcome.test_metrics.items() if k not in ("test_accuracy", "test_loss")},
         "attack_auc": attacks.get("loss_threshold", {}).get("auc"),
         "attack_tpr_at_1pct_fpr": attacks.get("loss_threshold", {}).get("tpr_at_fpr"),
         "lira_auc": attacks.get("lira_offline", {}).get("auc"),

@@ -9,6 +9,32 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from training.comparison.grid import ARMS, DP_ARMS, UNITS, ComparisonConfig
+from training.metrics import higher_is_better
+
+_LABELS = {
+    "test_accuracy": "accuracy",
+    "test_loss": "test loss",
+    "test_auc": "AUC",
+    "test_average_precision": "average precision",
+    "test_balanced_accuracy": "balanced accuracy",
+    "test_rmse": "RMSE",
+    "test_mae": "MAE",
+}
+
+
+def metric_label(metric: str) -> str:
+    """The column title of a test metric (test_recall_3: "recall of class 3")."""
+    if metric.startswith("test_recall_"):
+        return f"recall of class {metric.removeprefix('test_recall_')}"
+    return _LABELS.get(metric, metric)
+
+
+def _test_keys(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Every test metric some arm reported, in the order first seen (test_accuracy first)."""
+    keys = ["test_accuracy"]
+    for r in rows:
+        keys.extend(k for k in r if k.startswith("test_") and k not in keys)
+    return keys
 
 
 def _mean_std(values: Sequence[float | None]) -> tuple[float, float, int]:
@@ -28,7 +54,7 @@ def aggregate(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         agg: dict[str, Any] = {"arm": arm, "unit": rs[0]["unit"], "target_epsilon": target, "seeds": len(rs)}
         for key in (
             "epsilon",
-            "test_accuracy",
+            *_test_keys(rows),
             "attack_auc",
             "attack_tpr_at_1pct_fpr",
             "lira_auc",
@@ -60,16 +86,22 @@ def _bound(a: Mapping[str, Any]) -> str:
     return text + (" ⚠ EXCEEDS ε" if a["audit_exceeds_claim"] else "")
 
 
-def results_table(rows: Sequence[Mapping[str, Any]], timing: bool = False) -> list[str]:
+def results_table(
+    rows: Sequence[Mapping[str, Any]], timing: bool = False, metric: str = "test_accuracy"
+) -> list[str]:
     """The markdown table lines (header first), one row per (arm, target epsilon).
 
-    `timing` adds a wall-time column from rows that carry `wall_time_s` (joined from
+    The headline `metric` stands where accuracy stands by default; accuracy follows it when it is
+    another one. `timing` adds a wall-time column from rows that carry `wall_time_s` (joined from
     not_for_release/timings.csv by the data holder): the released rows have none, since a DP arm's
     time depends on its private data."""
+    utility = [metric] if metric == "test_accuracy" else [metric, "test_accuracy"]
     lines = [
-        "| arm | unit | target ε | achieved ε | ε lower bound (audit) | noise | accuracy | loss-attack AUC "
-        "| LiRA AUC | LiRA TPR@1%FPR | canary AUC |" + (" wall time (s) |" if timing else ""),
-        "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if timing else ""),
+        "| arm | unit | target ε | achieved ε | ε lower bound (audit) | noise | "
+        + "".join(f"{metric_label(m)} | " for m in utility)
+        + "loss-attack AUC | LiRA AUC | LiRA TPR@1%FPR | canary AUC |"
+        + (" wall time (s) |" if timing else ""),
+        "|---|---|---|---|---|---|" + "---|" * len(utility) + "---|---|---|---|" + ("---|" if timing else ""),
     ]
     for a in aggregate(rows):
         n = a["seeds"]
@@ -82,8 +114,8 @@ def results_table(rows: Sequence[Mapping[str, Any]], timing: bool = False) -> li
         noise = "—" if a["target_epsilon"] is None else f"{a['noise_multiplier']:.3g}"
         lines.append(
             f"| {a['arm']} | {a['unit']} | {target} | {eps} | {_bound(a)} | {noise} | "
-            f"{_fmt(a['test_accuracy'], a['test_accuracy_std'], n)} | "
-            f"{_fmt(a['attack_auc'], a['attack_auc_std'], n)} | "
+            + "".join(f"{_fmt(a.get(m, math.nan), a.get(m + '_std', math.nan), n)} | " for m in utility)
+            + f"{_fmt(a['attack_auc'], a['attack_auc_std'], n)} | "
             f"{_fmt(a['lira_auc'], a['lira_auc_std'], n)} | "
             f"{_fmt(a['lira_tpr_at_1pct_fpr'], a['lira_tpr_at_1pct_fpr_std'], n)} | "
             f"{_fmt(a['canary_auc'], a['canary_auc_std'], n)} |"
@@ -97,7 +129,24 @@ def _ceiling(rows: Sequence[Mapping[str, Any]]) -> str:
     return f"ε = {max(values):.2f}" if values else "n/a"
 
 
-def results_markdown(rows: Sequence[Mapping[str, Any]], config: ComparisonConfig) -> str:
+def _headline_text(metric: str, config: ComparisonConfig) -> str:
+    """Why the table leads with `metric` (every arm's other test metrics are in results.csv)."""
+    why = (
+        "chosen by --metric=auto: AUC for binary labels whose positive class is under 20% of the rows "
+        "by a DP or public estimate, accuracy otherwise"
+        if config.metric == "auto"
+        else "chosen by --metric"
+    )
+    direction = "higher is better" if higher_is_better(metric) else "lower is better"
+    return (
+        f"Headline metric: {metric_label(metric)} ({metric}; {direction}), {why}; every test metric "
+        "of every arm, measured on the held-out test split, is in results.csv."
+    )
+
+
+def results_markdown(
+    rows: Sequence[Mapping[str, Any]], config: ComparisonConfig, metric: str = "test_accuracy"
+) -> str:
     seeds = sorted({r["seed"] for r in rows})
     lines = [
         f"# Centralized DP vs federated DP on {config.dataset} ({config.model})",
@@ -117,7 +166,9 @@ def results_markdown(rows: Sequence[Mapping[str, Any]], config: ComparisonConfig
         "(examples centrally, clients federated). No timings: a DP arm's depend on its private data "
         "and no guarantee covers them (they are in not_for_release/timings.csv, for the data holder).",
         "",
-        *results_table(rows),
+        _headline_text(metric, config),
+        "",
+        *results_table(rows, metric=metric),
     ]
     baselines = {r["seed"]: r.get("null_loss_auc") for r in rows if r.get("null_loss_auc") is not None}
     if baselines:
@@ -149,8 +200,8 @@ _COLORS = {
 }
 
 
-def _accuracy_panel(ax, agg: list[dict[str, Any]]) -> None:
-    """Test accuracy against achieved epsilon (log scale); non-DP arms as dashed lines."""
+def _accuracy_panel(ax, agg: list[dict[str, Any]], metric: str = "test_accuracy") -> None:
+    """The headline test metric against achieved epsilon (log scale); non-DP arms as dashed lines."""
     import matplotlib.ticker
 
     for arm in DP_ARMS:
@@ -161,22 +212,24 @@ def _accuracy_panel(ax, agg: list[dict[str, Any]]) -> None:
             level = "local label" if arm == "central_label_ldp" else UNITS[arm].split(" ")[0]
             ax.errorbar(
                 [a["epsilon"] for a in pts],
-                [a["test_accuracy"] for a in pts],
-                yerr=[a["test_accuracy_std"] for a in pts],
+                [a.get(metric, math.nan) for a in pts],
+                yerr=[a.get(metric + "_std", math.nan) for a in pts],
                 marker="o",
                 capsize=3,
                 color=_COLORS[arm],
                 label=f"{arm} ({level}-level)",
             )
     for a in (a for a in agg if a["arm"] in ("central_nondp", "fed_nondp")):
-        ax.axhline(a["test_accuracy"], linestyle="--", color=_COLORS[a["arm"]], label=f"{a['arm']} (no DP)")
+        value = a.get(metric, math.nan)
+        if math.isfinite(value):
+            ax.axhline(value, linestyle="--", color=_COLORS[a["arm"]], label=f"{a['arm']} (no DP)")
     ticks = sorted({round(a["epsilon"], 1) for a in agg if math.isfinite(a["epsilon"])})
     ax.set_xscale("log")
     if ticks:
         ax.set_xticks(ticks, [f"{e:g}" for e in ticks])
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("achieved ε (log scale)")
-    ax.set_title("test accuracy")
+    ax.set_title(f"test {metric_label(metric)}" if metric != "test_loss" else "test loss")
 
 
 def _audit_panel(ax, agg: list[dict[str, Any]]) -> None:
@@ -225,8 +278,9 @@ def _audit_panel(ax, agg: list[dict[str, Any]]) -> None:
     ax.set_title("one-run canary audit (95% confidence)")
 
 
-def write_plot(rows: Sequence[Mapping[str, Any]], path: str) -> None:
-    """Left: accuracy against achieved epsilon. Right: the audit's lower bound against proven epsilon."""
+def write_plot(rows: Sequence[Mapping[str, Any]], path: str, metric: str = "test_accuracy") -> None:
+    """Left: the headline metric against achieved epsilon. Right: the audit's lower bound against
+    proven epsilon."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -235,7 +289,7 @@ def write_plot(rows: Sequence[Mapping[str, Any]], path: str) -> None:
     agg = aggregate(rows)
     audited = any(math.isfinite(a["epsilon_lower_bound"]) for a in agg)
     fig, axes = plt.subplots(1, 2 if audited else 1, figsize=(11 if audited else 6, 4.2), squeeze=False)
-    _accuracy_panel(axes[0][0], agg)
+    _accuracy_panel(axes[0][0], agg, metric)
     if audited:
         _audit_panel(axes[0][1], agg)
     for ax in axes[0]:

@@ -34,6 +34,7 @@ from data.datasets import Dataset
 from privacy import accounting
 from privacy.auditing.canaries import ExampleCanaries, UpdateCanaries
 from privacy.config import DpFedAvgConfig
+from training import table_preprocessing
 from training.federated import checkpoints
 from training.federated.experiment import FederatedConfig, noise_seed, prepare, privacy_report
 from training.federated.process import build_process, loss_and_metrics
@@ -250,7 +251,7 @@ def _train(plan: Plan, ckpt_dir: str, start: float, verbose: bool) -> FederatedR
             _write_rounds(folder, progress.history, dp.is_private)
             loop.run_until_complete(psm.save((state, np.int64(r), np.int64(progress.empty_rounds)), r))
             folder.write_privacy(
-                privacy_report(config, dp, r, progress.empty_rounds, population.local_dp_report)
+                privacy_report(config, dp, r, progress.empty_rounds, population.local_dp_report, _fitted(population))
             )
 
         tb = folder.tensorboard_writer() if done < planned else None  # a finished run writes nothing new
@@ -276,7 +277,7 @@ def _train(plan: Plan, ckpt_dir: str, start: float, verbose: bool) -> FederatedR
             with tb.as_default(step=planned):
                 tf.summary.text("privacy_statement", privacy["statement"])
             tb.flush()
-            folder.save_model(eval_model)
+            table_preprocessing.save_model(folder, eval_model, population.task, _fitted(population))
         _write_rounds(folder, progress.history, dp.is_private)
         folder.write_privacy(privacy)
         return FederatedResult(
@@ -372,8 +373,13 @@ def _round_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return row
 
 
+def _fitted(population):
+    """A table's preprocessing (privacy.preprocessing.Fitted), or None."""
+    return getattr(population, "preprocessing", None)
+
+
 def _final_report(config, dp, planned: int, progress: _Progress, population) -> dict[str, Any]:
-    privacy = privacy_report(config, dp, planned, progress.empty_rounds, population.local_dp_report)
+    privacy = privacy_report(config, dp, planned, progress.empty_rounds, population.local_dp_report, _fitted(population))
     privacy["stopped_early_for_budget"] = planned < config.rounds
     clips = [h[_CLIP_KEY] for h in progress.history if _CLIP_KEY in h]
     if clips:
