@@ -376,6 +376,24 @@ def define_local_dp_flags() -> LocalDpFlags:
     return holders
 
 
+# ---------------------------------------------------------------- evaluation
+
+
+def define_metric_flag(
+    help_text: str = "Headline test metric of the results (a training.metrics name), or auto.",
+) -> flags.FlagHolder:
+    """--metric: auto or a test metric name (test_accuracy, test_auc, test_recall_3, ...).
+
+    auto is `training.metrics.default_metric` with the positive fraction the binary knows from a DP
+    release or public knowledge, never from the raw labels (none known: test_accuracy)."""
+    from training.metrics import METRICS, is_metric
+
+    names = ", ".join(METRICS)
+    holder = _define(flags.DEFINE_string, "metric", "auto", f"{help_text} One of: auto, {names}.")
+    _validator(["metric"], lambda v: v == "auto" or is_metric(v), f"--metric must be auto or one of {names}")
+    return holder
+
+
 # ---------------------------------------------------------------- list flags
 
 

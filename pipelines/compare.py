@@ -28,6 +28,8 @@ _DELTA, _ACCOUNTANT = _flags.define_delta_and_accountant(
     accountant_help="Privacy accountant of every DP arm."
 )
 _SECURE = _flags.define_secure_noise_flag()
+_AUDIT = _flags.define_audit_flags(_D.audit_canaries, _D.audit_example_canaries, _D.audit_canary_clients)
+_METRIC = _flags.define_metric_flag("Headline column of results.md and the plot (results.csv has all).")
 flags.adopt_module_key_flags(_flags)  # the shared flags above are this binary's too (--help)
 _EPSILONS = _flags.define_list(
     "target_epsilons", _D.target_epsilons, "Target epsilons (e.g. 1,3,8).", check=lambda e: 0 < e < math.inf
@@ -72,7 +74,6 @@ _EX_LR = DEFINE_float(
 _REF_MODELS = DEFINE_int(
     "audit_reference_models", _D.audit_reference_models, "LiRA reference models.", lower_bound=0
 )
-_AUDIT = _flags.define_audit_flags(_D.audit_canaries, _D.audit_example_canaries, _D.audit_canary_clients)
 
 flags.register_validator(
     "arms",
@@ -123,6 +124,8 @@ def main(argv: list[str]) -> None:
             audit_canaries=_AUDIT.canaries.value,
             audit_example_canaries=_AUDIT.example_canaries.value,
             audit_canary_clients=_AUDIT.canary_clients.value,
+            metric=_METRIC.value,
+            positive_fraction=None,  # auto: no DP estimate of the label balance here, so test_accuracy
         )
         comparison.validate(config, comparison.load_datasets(config, None))
         folder = RunFolder(config.root_output_dir, config.experiment_name).create()

@@ -21,6 +21,8 @@ def compare(run_binary):
         (["--target_epsilons=1,-3"], "target_epsilons"),
         (["--arms=central_dp,foo"], "--arms"),
         (["--delta=0.01"], "delta=0.01 must be < 1/"),  # digits: 1437 training examples
+        (["--metric=auc"], "--metric must be auto or one of"),
+        (["--metric=test_auc"], "test_auc is not measured on 10-class labels"),  # digits: 10 classes
     ],
 )
 def test_binary_rejects_bad_flags_cleanly(tmp_path, args, message, compare):

@@ -15,7 +15,16 @@ BINARIES = sorted(
 HELP_FLAGS = {
     "audit": ["--model_dir", "--dataset", "--seed"],
     "budget": ["--num_examples", "--noise_multiplier", "--target_epsilon", "--delta", "--accountant"],
-    "compare": ["--arms", "--dataset", "--model", "--delta", "--root_output_dir", "--experiment_name"],
+    "compare": [
+        "--arms",
+        "--dataset",
+        "--model",
+        "--delta",
+        "--root_output_dir",
+        "--experiment_name",
+        "--metric",
+        "--audit_canaries",
+    ],
     "linear_regression_example": ["--epsilons"],
     "predict": ["--prediction_budget"],
     "tff_worker": ["--port"],

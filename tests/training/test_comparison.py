@@ -228,3 +228,90 @@ def test_tuned_arm_states_the_epsilon_of_its_whole_search(tmp_path):
     timings = records.arm_timings(spec, outcome, 1.0)
     assert math.isnan(timings["train_time_s"]) and math.isnan(timings["wall_time_s"])
     assert 0.5 < record["row"]["test_accuracy"] <= 1 and os.path.isdir(outcome.model_dir)
+
+
+def _binary_dataset(n_train: int = 400, n_test: int = 100):
+    import numpy as np
+
+    from data.datasets import Dataset
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(n_train + n_test, 4)).astype(np.float32)
+    y = (rng.random(n_train + n_test) < 0.1).astype(np.int32)  # 10% positives
+    return Dataset("fake_binary", x[:n_train], y[:n_train], x[n_train:], y[n_train:], num_classes=2)
+
+
+class _FakeArmsWithAuc:
+    """The fake arms, each also reporting AUC and average precision (as the pipelines do)."""
+
+    def __init__(self, fake):
+        self.fake, self.audit = fake, fake.audit
+
+    def run(self, spec, config, dataset, arms_root):
+        import dataclasses
+
+        outcome = self.fake.run(spec, config, dataset, arms_root)
+        auc = 0.9 if spec.target_epsilon is None else 0.9 - 0.2 / spec.target_epsilon
+        extra = {"test_loss": outcome.test_loss, "test_accuracy": outcome.test_accuracy,
+                 "test_auc": auc, "test_average_precision": auc - 0.3}  # fmt: skip
+        return dataclasses.replace(outcome, test_metrics=extra)
+
+
+def test_headline_metric_leads_the_table_and_rows_carry_every_test_metric(
+    tmp_path, comparison_config, fake_arms, run_fake
+):
+    arms_ = ("central_nondp", "central_dp")
+    cfg = comparison_config(arms=arms_, target_epsilons=(1.0, 4.0), metric="test_auc")
+    fake = _FakeArmsWithAuc(fake_arms())
+    res = run_fake(cfg, fake, _binary_dataset())
+    assert res.metric == "test_auc"
+    with open(os.path.join(cfg.output_dir, "results.csv")) as f:
+        rows = list(csv.DictReader(f))
+    by_id = {r["arm_id"]: r for r in rows}
+    assert float(by_id["central_dp_eps4_seed0"]["test_auc"]) == pytest.approx(0.85)
+    assert float(by_id["central_dp_eps4_seed0"]["test_average_precision"]) == pytest.approx(0.55)
+    assert {"test_accuracy", "test_loss", "attack_auc", "epsilon_lower_bound"} <= set(rows[0])
+    md = open(os.path.join(cfg.output_dir, "results.md")).read()
+    assert "| noise | AUC | accuracy | loss-attack AUC |" in md  # the headline first, accuracy kept
+    assert "Headline metric: AUC (test_auc; higher is better), chosen by --metric" in md
+    assert "| central_dp | example | 4 | 3.92 | 1.60 | 1 | 0.850 | 0.890 |" in md
+    # another headline is a view of the same arms: nothing reruns, the tables are rebuilt
+    again = run_fake(comparison_config(arms=arms_, target_epsilons=(1.0, 4.0)), fake, _binary_dataset())
+    assert again.ran == [] and again.metric == "test_accuracy"  # auto with no DP estimate: accuracy
+    md = open(os.path.join(cfg.output_dir, "results.md")).read()
+    assert "| noise | accuracy | loss-attack AUC |" in md and "--metric=auto" in md
+
+
+def test_auto_metric_needs_a_stated_positive_fraction(comparison_config, fake_dataset):
+    from training.comparison.grid import headline_metric
+
+    assert headline_metric(comparison_config(), 2) == "test_accuracy"  # no DP/public estimate
+    assert headline_metric(comparison_config(positive_fraction=0.05), 2) == "test_auc"
+    assert headline_metric(comparison_config(positive_fraction=0.05), 3) == "test_accuracy"
+    assert headline_metric(comparison_config(metric="test_recall_1"), 3) == "test_recall_1"
+    with pytest.raises(ValueError, match="metric"):
+        comparison_config(metric="auc")
+    with pytest.raises(ValueError, match="positive_fraction"):
+        comparison_config(positive_fraction=1.5)
+    with pytest.raises(ValueError, match="test_auc is not measured on 3-class labels"):
+        grid.check_dataset(comparison_config(metric="test_auc"), fake_dataset())
+    assert "metric" not in comparison_config(metric="test_loss").settings()  # a view, not an arm setting
+
+
+def test_an_arm_outcome_carries_the_pipeline_results_test_metrics(tmp_path, monkeypatch, comparison_config):
+    import types
+
+    from training import centralized
+
+    reported = {"test_loss": 0.3, "test_accuracy": 0.9, "test_auc": 0.8, "test_average_precision": 0.5}
+    result = types.SimpleNamespace(
+        output_dir=str(tmp_path / "arm"), test_accuracy=0.9, test_loss=0.3, privacy={}, wall_time_s=1.0,
+        history=[], audit=None, test_metrics=reported,
+    )  # fmt: skip
+    monkeypatch.setattr(centralized, "run", lambda *args, **kwargs: result)
+    cfg = comparison_config(arms=("central_nondp",))
+    spec = comparison.arm_grid(cfg)[0]
+    outcome = comparison.run_pipeline_arm(spec, cfg, _binary_dataset(), str(tmp_path / "arms"))
+    assert outcome.test_metrics == reported
+    row = records.make_arm_record(spec, cfg, outcome, {})["row"]
+    assert row["test_auc"] == 0.8 and row["test_average_precision"] == 0.5 and row["test_accuracy"] == 0.9

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -40,7 +41,7 @@ from typing import Any
 
 from data.datasets import Dataset, load_dataset
 from training.comparison.arms import ArmRunner, Auditor, pipeline_config, run_pipeline_arm
-from training.comparison.grid import ComparisonConfig, arm_grid, check_dataset
+from training.comparison.grid import ComparisonConfig, arm_grid, check_dataset, headline_metric
 from training.comparison.hparams import write_tensorboard_arm, write_tensorboard_experiment
 from training.comparison.records import (
     arm_result_path,
@@ -49,7 +50,7 @@ from training.comparison.records import (
     make_arm_record,
     write_arm_timings,
 )
-from training.comparison.tables import results_markdown, write_plot
+from training.comparison.tables import metric_label, results_markdown, write_plot
 from training.progress import Progress
 from training.run_folder import (
     RunFolder,
@@ -68,6 +69,7 @@ class ComparisonResult:
     ran: list[str]
     skipped: list[str]
     wall_time_s: float  # covers the DP arms: not for release (nothing prints or writes it)
+    metric: str = "test_accuracy"  # the table's headline column (grid.headline_metric)
 
 
 def load_datasets(config: ComparisonConfig, dataset: Dataset | None) -> dict[int, Dataset]:
@@ -147,13 +149,16 @@ def collect_rows(config: ComparisonConfig) -> list[dict[str, Any]]:
     return rows
 
 
-def write_reports(config: ComparisonConfig, rows: Sequence[Mapping[str, Any]]) -> None:
+def write_reports(
+    config: ComparisonConfig, rows: Sequence[Mapping[str, Any]], metric: str = "test_accuracy"
+) -> None:
+    """results.csv (every column, every test metric), results.md and the plot (led by `metric`)."""
     out = config.output_dir
     if not rows:
         return
     write_csv(os.path.join(out, "results.csv"), rows)
-    atomic_write_text(os.path.join(out, "results.md"), results_markdown(rows, config))
-    write_plot(rows, os.path.join(out, "privacy_utility.png"))
+    atomic_write_text(os.path.join(out, "results.md"), results_markdown(rows, config, metric))
+    write_plot(rows, os.path.join(out, "privacy_utility.png"), metric)
 
 
 def _bound_text(row: Mapping[str, Any]) -> str:
@@ -161,6 +166,16 @@ def _bound_text(row: Mapping[str, Any]) -> str:
     if bound is None:
         return "not audited"
     return f"epsilon lower bound {bound:.2f}" + (" EXCEEDS THE CLAIM" if row["audit_exceeds_claim"] else "")
+
+
+def _utility_text(row: Mapping[str, Any], metric: str) -> str:
+    """The headline metric of an arm's row, then its accuracy ("n/a" where it is not finite)."""
+    parts = []
+    for m in dict.fromkeys((metric, "test_accuracy")):
+        value = row.get(m)
+        shown = f"{value:.4f}" if value is not None and math.isfinite(value) else "n/a"
+        parts.append(f"{metric_label(m)} {shown}")
+    return ", ".join(parts)
 
 
 def run_comparison(
@@ -177,6 +192,7 @@ def run_comparison(
     datasets = load_datasets(config, dataset)
     auditor = auditor or membership_auditor(config)
     validate(config, datasets, check_pipelines=real_pipelines)
+    metric = headline_metric(config, next(iter(datasets.values())).num_classes)  # one label set per seed
 
     out = RunFolder(config.root_output_dir, config.experiment_name).create().path
     arms_root = os.path.join(out, "arms")
@@ -209,17 +225,17 @@ def run_comparison(
         r = record["row"]
         progress.step(
             i,
-            f"{i}/{len(todo)} {spec.arm_id} ({spec.unit}): accuracy {r['test_accuracy']:.4f}, "
+            f"{i}/{len(todo)} {spec.arm_id} ({spec.unit}): {_utility_text(r, metric)}, "
             f"epsilon {r['epsilon']:.3g}, {_bound_text(r)}",
         )
-        write_reports(config, collect_rows(config))  # partial tables after every arm
+        write_reports(config, collect_rows(config), metric)  # partial tables after every arm
 
     rows = collect_rows(config)
-    write_reports(config, rows)
-    write_tensorboard_experiment(tb_root, config)
+    write_reports(config, rows, metric)
+    write_tensorboard_experiment(tb_root, config, metric)
     for spec in grid:  # runs lost between the result and its TensorBoard write are rebuilt
         if not os.path.isdir(os.path.join(tb_root, spec.arm_id)):
             record = load_arm_result(out, spec, config.settings())
             if record is not None:
                 write_tensorboard_arm(tb_root, record, config)
-    return ComparisonResult(out, rows, ran, skipped, time.time() - start)
+    return ComparisonResult(out, rows, ran, skipped, time.time() - start, metric)

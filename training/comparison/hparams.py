@@ -39,7 +39,9 @@ def _hparams_domain(config: ComparisonConfig):
     }
 
 
-def write_tensorboard_experiment(logdir: str, config: ComparisonConfig, metric: str = "test_accuracy") -> None:
+def write_tensorboard_experiment(
+    logdir: str, config: ComparisonConfig, metric: str = "test_accuracy"
+) -> None:
     """The hparams experiment (columns and metrics) at the logdir root, replacing an older one.
 
     `metric`, the table's headline test metric, is a column too when it is not accuracy."""
