@@ -61,7 +61,9 @@ def measure(rows: int, columns: int, epochs: int | None) -> dict:
     encoded, _ = table_preprocessing.fit_for_run(loaded, "private", True, 0.2, 3.0, 1e-5, None, 0)
     preprocessing_s = time.perf_counter() - start
     start = time.perf_counter()
-    result = centralized.run(config, load_dataset("csv", path), verbose=False)  # load + preprocess + train + save
+    result = centralized.run(
+        config, load_dataset("csv", path), verbose=False
+    )  # load + preprocess + train + save
     run_s = time.perf_counter() - start
     return {
         "rows": rows,
@@ -88,7 +90,8 @@ def main(argv: list[str]) -> None:
     print(
         f"{result['rows']} rows x {result['columns']} columns ({result['encoded_features']} features): "
         f"preprocessing {result['preprocessing_s']:.2f} s of a {result['run_s']:.1f} s DP run "
-        f"({result['epochs']} epochs, batch {result['batch_size']}; reading the CSV: {result['load_s']:.1f} s): "
+        f"({result['epochs']} epochs, batch {result['batch_size']}; "
+        f"reading the CSV: {result['load_s']:.1f} s): "
         f"ratio {result['ratio']:.3f}"
     )
 

@@ -123,7 +123,7 @@ def _table_flags() -> dict[str, flags.FlagHolder]:
     return {
         "schema_file": _define(
             flags.DEFINE_string, "schema", None,
-            "--dataset=csv: a schema JSON (the format of a run's schema.json) declaring column kinds, numeric "
+            "--dataset=csv: a schema JSON (a run's schema.json format) declaring column kinds, numeric "
             "bounds, categories and the label's classes. Default: inferred from the file.",
         ),
         "preprocessing": _define(

@@ -140,7 +140,7 @@ def main(argv: list[str]) -> None:
         result = federated.launch(plan, flags=_flags.key_flag_values(__name__))
     except WorkerLostError as e:  # not a bug, and not the input: one line, resumable
         raise _app.Exit(f"{e} Resume with the same command.", code=_app.EXIT_BUG) from None
-    print(f"test accuracy {result.test_accuracy:.4f}; {result.privacy['statement']}")
+    print(_app.result_line(result.test_metrics, result.test_accuracy, result.privacy["statement"]))
     if result.audit:
         print(audit_text(result.audit))
     print(f"outputs in {result.output_dir}")

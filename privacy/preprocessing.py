@@ -279,7 +279,9 @@ def _fit_private(schema, train, y, config: PreprocessingConfig, rng, weights) ->
         counts = noisy(_weighted_counts(bin_index(train[col.name]), NUM_BINS, weights))
         lo, hi = bounds_from_counts(counts, threshold)
         centre, scale = moments_from_counts(counts, threshold)
-        numeric.append(NumericTransform(col.name, lo, hi, centre, scale, centre, bool(counts[-1] > threshold)))
+        numeric.append(
+            NumericTransform(col.name, lo, hi, centre, scale, centre, bool(counts[-1] > threshold))
+        )
         parts.append(
             {
                 "column": col.name,

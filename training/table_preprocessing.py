@@ -66,23 +66,14 @@ def plan_preprocessing(
 
 
 def fit_table(
-    dataset: Dataset, config: PreprocessingConfig, seed: int | None, user_weights: bool = False
+    dataset: Dataset, config: PreprocessingConfig, seed: int | None, weights: np.ndarray | None = None
 ) -> tuple[Dataset, Fitted]:
     """The dataset with numeric features (training and test rows encoded alike), and the fit.
 
     `seed`: the run's noise seed (None: OS entropy); the statistics' noise is its own stream of it.
-    `user_weights`: each training row weighs 1/(its user's rows), so one user's total weight is 1
-    (user-level statistics for federated runs)."""
+    `weights`: each training row's weight, one user's summing to at most 1 (user-level statistics;
+    None: 1 per row)."""
     table = dataset.table
-    weights = None
-    if user_weights:
-        if table.client_ids is None:
-            raise TablePreprocessingError(
-                "private preprocessing of a federated table is user-level: it needs --client_id_column "
-                "(whose rows each are); or use --preprocessing=schema"
-            )
-        counts = np.bincount(table.client_ids)
-        weights = 1.0 / counts[table.client_ids]
     rng = np.random.default_rng(None if seed is None else [seed, 0x7AB1E])
     try:
         fitted = preprocessing.fit(table.schema, table.train, table.y_train, config, rng, weights)
@@ -102,16 +93,22 @@ def fit_for_run(
     delta: float,
     training_epsilon,
     seed: int | None,
-    user_level: bool = False,
+    users: list[np.ndarray] | None = None,
 ) -> tuple[Dataset, Fitted]:
     """A run's table fit: the statistics take `share` of the target epsilon; a run given a noise
     multiplier instead (`training_epsilon()`: its training's epsilon alone) gives them as much,
-    relative to that. `user_level`: the statistics are user-level (federated)."""
+    relative to that. `users`: each user's training rows (federated): a user's rows weigh 1/rows, so
+    the statistics are user-level; rows of no user weigh 0."""
     epsilon = target_epsilon
     if dp and epsilon is None and mode == "private":
         epsilon = training_epsilon() / (1 - share)
     planned = plan_preprocessing(dataset, mode, dp, share, epsilon, delta)
-    return fit_table(dataset, planned, seed, user_weights=user_level and planned.mode == "private")
+    weights = None
+    if users is not None:
+        weights = np.zeros(dataset.num_train)
+        for rows in users:
+            weights[rows] = 1.0 / max(1, len(rows))
+    return fit_table(dataset, planned, seed, weights)
 
 
 def dp_fields(fitted: Fitted) -> dict[str, float]:

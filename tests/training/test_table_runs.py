@@ -215,12 +215,6 @@ def test_federated_table_statistics_are_user_level_and_composed(tmp_path, monkey
         rounds=3,
         eval_every=3,
     )
-    with pytest.raises(ValueError, match="--partition=natural"):
-        federated.prepare(
-            federated.FederatedConfig(
-                **{**common, "partition": "iid", "num_clients": 30}, aggregator="fixed", target_epsilon=5.0
-            )
-        )
     config = federated.FederatedConfig(
         **common, aggregator="fixed", target_epsilon=5.0, root_output_dir=str(tmp_path / "runs")
     )
@@ -257,3 +251,31 @@ def test_federated_table_statistics_are_user_level_and_composed(tmp_path, monkey
         20, dataset="csv", data_dir=str(path), model_dir=os.path.join(result.output_dir, "model")
     )
     assert model_probabilities(os.path.join(result.output_dir, "model"), x).shape == (20, 2)
+
+
+def test_a_simulated_partition_of_a_table_weighs_each_users_rows_one_in_total(tmp_path, monkeypatch):
+    from training import federated, table_preprocessing
+
+    path = tmp_path / "t.csv"
+    credit_table(1200, seed=5).to_csv(path, index=False)
+    calls = []
+    real_fit = table_preprocessing.preprocessing.fit
+    monkeypatch.setattr(
+        table_preprocessing.preprocessing, "fit", lambda *a, **k: calls.append(a[5]) or real_fit(*a, **k)
+    )
+    config = federated.FederatedConfig(
+        dataset="csv",
+        data_dir=str(path),
+        label_column="default",
+        num_clients=40,
+        clients_per_round=10,
+        rounds=2,
+        aggregator="fixed",
+        target_epsilon=5.0,
+    )
+    population, dp, _ = federated.prepare(config)
+    (weights,) = calls
+    sizes = population.client_sizes
+    sizes = sizes() if callable(sizes) else sizes
+    assert weights.sum() == pytest.approx(40) and weights.max() == pytest.approx(1 / min(sizes))
+    assert dp.preprocessing_noise_multiplier > 0

@@ -10,8 +10,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import numpy as np
-
 from data.clients import ClientPopulation, from_dataset
 from data.datasets import FEDERATED_DATASETS, Dataset
 from data.partition import PARTITIONS
@@ -262,20 +260,21 @@ def load_population(config: FederatedConfig, dataset: Dataset | ClientPopulation
 
 
 def _fit_table(config: FederatedConfig, dataset: Dataset):
-    """The table's user-level preprocessing (each user's rows weigh 1/rows; needs the natural partition)."""
-    _check(
-        config.preprocessing != "private" or not config.is_private or config.partition == "natural",
-        "private preprocessing of a federated table is user-level: it needs --partition=natural with "
-        "--client_id_column (whose rows each are); or use --preprocessing=schema",
-    )
+    """The table's user-level preprocessing: each simulated user's rows (the partition below is the one
+    `from_dataset` makes, same arguments) weigh 1/rows, so one user moves each histogram by at most 1."""
+    from data import partition
+
+    users = partition.partition(
+        config.partition, dataset.y_train, config.num_clients, alpha=config.dirichlet_alpha,
+        client_ids=dataset.client_ids, seed=config.seed,
+    )  # fmt: skip
 
     def training_epsilon() -> float:
-        users = len(np.unique(dataset.client_ids)) if dataset.client_ids is not None else config.num_clients
-        return accounting.fedavg_epsilon(dp_config(config, users))
+        return accounting.fedavg_epsilon(dp_config(config, len(users)))
 
     return table_preprocessing.fit_for_run(
         dataset, config.preprocessing, config.is_private, config.preprocessing_share, config.target_epsilon,
-        config.delta, training_epsilon, noise_seed(config), user_level=True,
+        config.delta, training_epsilon, noise_seed(config), users=users,
     )  # fmt: skip
 
 

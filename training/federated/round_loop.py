@@ -251,7 +251,9 @@ def _train(plan: Plan, ckpt_dir: str, start: float, verbose: bool) -> FederatedR
             _write_rounds(folder, progress.history, dp.is_private)
             loop.run_until_complete(psm.save((state, np.int64(r), np.int64(progress.empty_rounds)), r))
             folder.write_privacy(
-                privacy_report(config, dp, r, progress.empty_rounds, population.local_dp_report, _fitted(population))
+                privacy_report(
+                    config, dp, r, progress.empty_rounds, population.local_dp_report, _fitted(population)
+                )
             )
 
         tb = folder.tensorboard_writer() if done < planned else None  # a finished run writes nothing new
@@ -379,7 +381,9 @@ def _fitted(population):
 
 
 def _final_report(config, dp, planned: int, progress: _Progress, population) -> dict[str, Any]:
-    privacy = privacy_report(config, dp, planned, progress.empty_rounds, population.local_dp_report, _fitted(population))
+    privacy = privacy_report(
+        config, dp, planned, progress.empty_rounds, population.local_dp_report, _fitted(population)
+    )
     privacy["stopped_early_for_budget"] = planned < config.rounds
     clips = [h[_CLIP_KEY] for h in progress.history if _CLIP_KEY in h]
     if clips:
