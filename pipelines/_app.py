@@ -171,4 +171,4 @@ def result_line(metrics: dict[str, float], accuracy: float, statement: str) -> s
     parts = [f"test accuracy {accuracy:.4f}"] if accuracy == accuracy else []
     parts += [f"{k.removeprefix('test_')} {metrics[k]:.4f}" for k in ("test_auc", "test_average_precision",
               "test_balanced_accuracy", "test_rmse", "test_mae") if k in metrics]  # fmt: skip
-    return ", ".join(parts) + f"; {statement}"
+    return "; ".join([*parts, statement])

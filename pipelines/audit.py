@@ -59,6 +59,8 @@ def main(argv: list[str]) -> None:
         dataset = load_dataset(_DATA.dataset.value, _DATA.data_dir.value, seed=_SEED.value, **images)
         if dataset.task != "classification":
             raise ValueError("membership audit needs a classification dataset")
+        if dataset.table is not None:  # its model takes raw columns, its references would need the same fit
+            raise ValueError("the membership audit does not take tables yet (their models take raw columns)")
         logits_fn = load_logits_fn(model_dir)
         arch = _REF_MODEL.value or (saved_model_name(model_dir) if _REF_MODELS.value else "mlp")
         if _REF_MODEL.value is None and arch not in MODELS:

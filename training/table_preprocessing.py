@@ -57,7 +57,7 @@ def plan_preprocessing(
     if not dp or mode == "non_private":
         return PreprocessingConfig("schema" if mode == "schema" else "non_private")
     if mode == "schema" or preprocessing.released_histograms(schema) == 0:
-        return PreprocessingConfig(mode)
+        return PreprocessingConfig("schema")  # everything declared: nothing to estimate
     if epsilon is None or epsilon == float("inf"):
         raise TablePreprocessingError("private preprocessing needs a finite epsilon to take its share of")
     selected = preprocessing.selected_columns(schema)
