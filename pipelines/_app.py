@@ -30,6 +30,7 @@ import atexit
 import contextlib
 import logging as py_logging
 import os
+import signal
 import sys
 import traceback
 import warnings
@@ -152,6 +153,10 @@ def run(main: Callable[[list[str]], None], module_name: str, resumable: bool = F
         except SystemExit:
             raise
         except BaseException:  # noqa: BLE001 - anything else is a bug: say so, with the traceback
+            signum = interrupts.received_signal()
+            if signum is not None:  # a consequence of stopping (e.g. an import the signal broke off)
+                hint = "; resume with the same command" if resumable else ""
+                _finish(128 + signum, f"{prog}: interrupted ({signal.Signals(signum).name}){hint}")
             traceback.print_exc()
             _finish(
                 EXIT_BUG,

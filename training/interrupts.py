@@ -130,3 +130,8 @@ def uninstall() -> None:
 def interrupted() -> bool:
     """True once a signal has been received (and `Interrupted` raised)."""
     return bool(_interrupted)
+
+
+def received_signal() -> int | None:
+    """The first signal received, or None."""
+    return _interrupted[0] if _interrupted else None
