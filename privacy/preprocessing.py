@@ -263,6 +263,13 @@ def _fit_plain(schema, train: dict[str, np.ndarray], y: np.ndarray) -> Fitted:
 def _fit_private(schema, train, y, config: PreprocessingConfig, rng, weights) -> Fitted:
     estimated_num = [c for c in schema.numeric() if c.lower is None or c.upper is None]
     estimated_cat = [c for c in schema.categorical() if c.categories is None]
+    if estimated_cat and not np.all(weights == 1.0):
+        # user-level: a user may hold several values no one else has, each below the threshold's count 1,
+        # so the per-column delta of the selection would not bound them; declare the categories instead
+        raise PreprocessingError(
+            "user-level (federated) private preprocessing needs categorical columns' categories declared "
+            f"in --schema; missing for {[c.name for c in estimated_cat]}"
+        )
     binary = schema.task == "classification" and len(schema.classes) == 2
     m = len(estimated_num) + len(estimated_cat) + int(schema.task == "classification")
     if m == 0:

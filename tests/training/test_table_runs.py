@@ -200,7 +200,7 @@ def test_non_private_preprocessing_is_stated_as_not_covered(breast_cancer_csv, t
 def test_federated_table_statistics_are_user_level_and_composed(tmp_path, monkeypatch):
     from training import federated
 
-    df = credit_table(3000, seed=3)
+    df = credit_table(3000, seed=3).drop(columns=["student"])  # undeclared categories: refused (below)
     df["branch"] = np.random.default_rng(4).integers(0, 60, len(df)).astype(str)
     path = tmp_path / "clients.csv"
     df.to_csv(path, index=False)
@@ -258,6 +258,19 @@ def test_a_simulated_partition_of_a_table_weighs_each_users_rows_one_in_total(tm
 
     path = tmp_path / "t.csv"
     credit_table(1200, seed=5).to_csv(path, index=False)
+    refused = federated.FederatedConfig(
+        dataset="csv",
+        data_dir=str(path),
+        label_column="default",
+        num_clients=40,
+        clients_per_round=10,
+        rounds=2,
+        aggregator="fixed",
+        target_epsilon=5.0,
+    )
+    with pytest.raises(ValueError, match="categories declared"):
+        federated.prepare(refused)
+    credit_table(1200, seed=5).drop(columns=["student"]).to_csv(path, index=False)
     calls = []
     real_fit = table_preprocessing.preprocessing.fit
     monkeypatch.setattr(

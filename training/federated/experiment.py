@@ -264,6 +264,12 @@ def _fit_table(config: FederatedConfig, dataset: Dataset):
     `from_dataset` makes, same arguments) weigh 1/rows, so one user moves each histogram by at most 1."""
     from data import partition
 
+    _check(
+        not (config.secure_noise and config.is_private and config.preprocessing == "private"),
+        "--secure_noise with a table's private preprocessing cannot resume (the statistics would be drawn "
+        "again); use the seeded mode or --preprocessing=schema",
+    )
+
     users = partition.partition(
         config.partition, dataset.y_train, config.num_clients, alpha=config.dirichlet_alpha,
         client_ids=dataset.client_ids, seed=config.seed,
