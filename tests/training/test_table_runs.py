@@ -196,6 +196,18 @@ def test_non_private_preprocessing_is_stated_as_not_covered(breast_cancer_csv, t
     assert "NOT covered" in report["statement"]
 
 
+def _record_fit_weights(monkeypatch) -> list:
+    """The row weights every preprocessing fit is given (privacy.preprocessing.fit's 6th argument)."""
+    from training import table_preprocessing
+
+    calls = []
+    real_fit = table_preprocessing.preprocessing.fit
+    monkeypatch.setattr(
+        table_preprocessing.preprocessing, "fit", lambda *a, **k: calls.append(a[5]) or real_fit(*a, **k)
+    )
+    return calls
+
+
 @pytest.mark.slow
 def test_federated_table_statistics_are_user_level_and_composed(tmp_path, monkeypatch):
     from training import federated
@@ -222,13 +234,8 @@ def test_federated_table_statistics_are_user_level_and_composed(tmp_path, monkey
     assert population.preprocessing.schema.client_id == "branch" and dp.preprocessing_noise_multiplier > 0
     # user-level: a user's rows weigh 1/rows (each user's weights sum to 1), so removing one user moves
     # each histogram by at most 1
-    from training import table_preprocessing
 
-    calls = []
-    real_fit = table_preprocessing.preprocessing.fit
-    monkeypatch.setattr(
-        table_preprocessing.preprocessing, "fit", lambda *a, **k: calls.append(a[5]) or real_fit(*a, **k)
-    )
+    calls = _record_fit_weights(monkeypatch)
     federated.prepare(config)
     (weights,) = calls
     assert weights.max() < 1 and weights.sum() == pytest.approx(population.num_clients)
@@ -254,28 +261,10 @@ def test_federated_table_statistics_are_user_level_and_composed(tmp_path, monkey
 
 
 def test_a_simulated_partition_of_a_table_weighs_each_users_rows_one_in_total(tmp_path, monkeypatch):
-    from training import federated, table_preprocessing
+    from training import federated
 
     path = tmp_path / "t.csv"
     credit_table(1200, seed=5).to_csv(path, index=False)
-    refused = federated.FederatedConfig(
-        dataset="csv",
-        data_dir=str(path),
-        label_column="default",
-        num_clients=40,
-        clients_per_round=10,
-        rounds=2,
-        aggregator="fixed",
-        target_epsilon=5.0,
-    )
-    with pytest.raises(ValueError, match="categories declared"):
-        federated.prepare(refused)
-    credit_table(1200, seed=5).drop(columns=["student"]).to_csv(path, index=False)
-    calls = []
-    real_fit = table_preprocessing.preprocessing.fit
-    monkeypatch.setattr(
-        table_preprocessing.preprocessing, "fit", lambda *a, **k: calls.append(a[5]) or real_fit(*a, **k)
-    )
     config = federated.FederatedConfig(
         dataset="csv",
         data_dir=str(path),
@@ -286,6 +275,10 @@ def test_a_simulated_partition_of_a_table_weighs_each_users_rows_one_in_total(tm
         aggregator="fixed",
         target_epsilon=5.0,
     )
+    with pytest.raises(ValueError, match="categories declared"):
+        federated.prepare(config)
+    credit_table(1200, seed=5).drop(columns=["student"]).to_csv(path, index=False)
+    calls = _record_fit_weights(monkeypatch)
     population, dp, _ = federated.prepare(config)
     (weights,) = calls
     sizes = population.client_sizes
