@@ -138,8 +138,13 @@ def _dp_sgd_training_event(config: DpSgdConfig, epochs: int | None = None) -> dp
 
 
 def dp_sgd_adjacency(config: DpSgdConfig) -> str:
-    """Poisson: add/remove one example; shuffled fixed-size batches: replace one example."""
-    return "add_or_remove_one" if config.sampling == "poisson" else "replace_one"
+    return sampling_adjacency(config.sampling)
+
+
+def sampling_adjacency(sampling: str) -> str:
+    """DP-SGD's adjacency under `sampling`. Poisson: add/remove one example; shuffled fixed-size
+    batches: replace one example."""
+    return "add_or_remove_one" if sampling == "poisson" else "replace_one"
 
 
 def epsilon_of(
@@ -279,9 +284,15 @@ def dp_sgd_epsilon_per_epoch(config: DpSgdConfig) -> list[float]:
 
 
 def fedavg_adjacency(config: DpFedAvgConfig) -> str:
-    if config.aggregator == "tree":
+    return aggregation_adjacency(config.aggregator, config.client_sampling)
+
+
+def aggregation_adjacency(aggregator: str, client_sampling: str) -> str:
+    """DP-FedAvg's adjacency: the tree aggregator's is replace-with-special, uniform (fixed-size)
+    client sampling's replace-one, Poisson sampling's add/remove one user."""
+    if aggregator == "tree":
         return "replace_special"
-    if config.client_sampling == "uniform":
+    if client_sampling == "uniform":
         return "replace_one"
     return "add_or_remove_one"
 

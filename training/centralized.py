@@ -233,7 +233,7 @@ def _fit_table(config: CentralizedConfig, dataset: Dataset) -> tuple[Dataset, Fi
         return table_preprocessing.fit_for_run(
             dataset, config.preprocessing, config.dp, config.preprocessing_share, config.target_epsilon,
             config.delta, lambda: accounting.dp_sgd_epsilon(dp_sgd_config(config, dataset.num_train)),
-            noise_seed(config),
+            noise_seed(config), adjacency=accounting.sampling_adjacency(config.sampling),
         )  # fmt: skip
     except ValueError as e:
         raise ConfigError(str(e)) from None

@@ -9,12 +9,14 @@ composes `Fitted.cost` with its training event (DpSgdConfig / DpFedAvgConfig pre
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 
 from data.datasets import Dataset
 from privacy import accounting, preprocessing
 from privacy.preprocessing import Fitted, PreprocessingConfig
+from privacy.randomness import derive_seed
 
 SCHEMA_FILE, FITTED_FILE = "schema.json", "preprocessing.json"
 DEFAULT_SHARE = 0.2  # of the target epsilon, for the statistics alone (see README: your data)
@@ -30,23 +32,29 @@ def is_table(dataset: Dataset) -> bool:
     return getattr(dataset, "table", None) is not None
 
 
-def noise_for(share: float, epsilon: float, delta: float) -> float:
-    """z of the statistics' Gaussian release: alone it would cost `share` x `epsilon` (RDP, at `delta`).
+def noise_for(share: float, epsilon: float, delta: float, adjacency: str = "add_or_remove_one") -> float:
+    """z of the statistics' Gaussian release: alone it would cost `share` x `epsilon` (RDP, at `delta`,
+    under the run's `adjacency`: replace-one moves the release twice as far, so z doubles).
 
     The training noise is then calibrated so that the composition meets the target: composition in
     RDP is sub-additive, so training gets more than (1 - share) of it."""
     if not 0 < share < 1:
         raise TablePreprocessingError(f"preprocessing_share must be in (0, 1), got {share}")
-    import dp_accounting
 
-    return accounting.calibrate_noise(
-        lambda z: accounting.epsilon_of(dp_accounting.GaussianDpEvent(z), "rdp", "add_or_remove_one", delta),
-        share * epsilon,
-    )
+    def alone(z: float) -> float:
+        return accounting.epsilon_of(accounting.preprocessing_event(z, adjacency), "rdp", adjacency, delta)
+
+    return accounting.calibrate_noise(alone, share * epsilon)
 
 
 def plan_preprocessing(
-    dataset: Dataset, mode: str, dp: bool, share: float, epsilon: float | None, delta: float
+    dataset: Dataset,
+    mode: str,
+    dp: bool,
+    share: float,
+    epsilon: float | None,
+    delta: float,
+    adjacency: str = "add_or_remove_one",
 ) -> PreprocessingConfig:
     """The preprocessing config of a run on a table. A non-private run uses the plain statistics
     (it has no guarantee to keep) unless the schema mode was asked for; a private run with
@@ -62,7 +70,7 @@ def plan_preprocessing(
         raise TablePreprocessingError("private preprocessing needs a finite epsilon to take its share of")
     selected = preprocessing.selected_columns(schema)
     per_column = SELECTION_DELTA_SHARE * delta / selected if selected else 0.0
-    return PreprocessingConfig("private", noise_for(share, epsilon, delta), per_column)
+    return PreprocessingConfig("private", noise_for(share, epsilon, delta, adjacency), per_column)
 
 
 def fit_table(
@@ -74,7 +82,7 @@ def fit_table(
     `weights`: each training row's weight, one user's summing to at most 1 (user-level statistics;
     None: 1 per row)."""
     table = dataset.table
-    rng = np.random.default_rng(None if seed is None else [seed, 0x7AB1E])
+    rng = np.random.default_rng(None if seed is None else derive_seed(seed, "table_preprocessing"))
     try:
         fitted = preprocessing.fit(table.schema, table.train, table.y_train, config, rng, weights)
     except preprocessing.PreprocessingError as e:
@@ -91,18 +99,20 @@ def fit_for_run(
     share: float,
     target_epsilon: float | None,
     delta: float,
-    training_epsilon,
+    training_epsilon: Callable[[], float] | None,
     seed: int | None,
     users: list[np.ndarray] | None = None,
+    adjacency: str = "add_or_remove_one",
 ) -> tuple[Dataset, Fitted]:
     """A run's table fit: the statistics take `share` of the target epsilon; a run given a noise
     multiplier instead (`training_epsilon()`: its training's epsilon alone) gives them as much,
     relative to that. `users`: each user's training rows (federated): a user's rows weigh 1/rows, so
-    the statistics are user-level; rows of no user weigh 0."""
+    the statistics are user-level; rows of no user weigh 0. `adjacency`: the run's (the statistics'
+    share is measured under it)."""
     epsilon = target_epsilon
     if dp and epsilon is None and mode == "private":
         epsilon = training_epsilon() / (1 - share)
-    planned = plan_preprocessing(dataset, mode, dp, share, epsilon, delta)
+    planned = plan_preprocessing(dataset, mode, dp, share, epsilon, delta, adjacency)
     weights = None
     if users is not None:
         weights = np.zeros(dataset.num_train)

@@ -86,6 +86,24 @@ def test_breast_cancer_minimal_command_trains_and_the_dp_run_composes_its_parts(
     assert len(schema["columns"]) == 30 and schema["classes"] == ["0", "1"]
 
 
+def test_the_statistics_share_is_measured_under_the_runs_adjacency(breast_cancer_csv, tmp_path):
+    """Shuffled batches are replace-one: the release moves twice as far, so its noise doubles to keep
+    the statistics at their share of the target (an add/remove calibration would spend twice it)."""
+    config = CentralizedConfig(
+        dataset="csv", data_dir=breast_cancer_csv, model="logistic", dp=True, target_epsilon=2.0,
+        sampling="shuffle", preprocessing_share=0.25, epochs=2, root_output_dir=str(tmp_path),
+    )  # fmt: skip
+    privacy = run(config, verbose=False).privacy
+    pre = privacy["preprocessing"]
+    assert "replac" in privacy["adjacency"]
+    replace = dp_accounting.NeighboringRelation.REPLACE_ONE
+    acc = dp_accounting.rdp.RdpAccountant(accounting.RDP_ORDERS, replace)
+    acc.compose(dp_accounting.GaussianDpEvent(pre["noise_multiplier"] / 2))
+    alone = acc.get_epsilon(1e-5)
+    assert alone == pytest.approx(0.25 * 2.0, rel=0.02) and pre["epsilon_alone"] == pytest.approx(alone)
+    assert privacy["epsilon"] <= 2.0
+
+
 def test_a_table_with_strings_and_missing_values_trains_reports_auc_and_its_model_takes_raw_rows(
     credit_csv, tmp_path
 ):

@@ -281,6 +281,7 @@ def _fit_table(config: FederatedConfig, dataset: Dataset):
     return table_preprocessing.fit_for_run(
         dataset, config.preprocessing, config.is_private, config.preprocessing_share, config.target_epsilon,
         config.delta, training_epsilon, noise_seed(config), users=users,
+        adjacency=accounting.aggregation_adjacency(config.aggregator, config.client_sampling),
     )  # fmt: skip
 
 
