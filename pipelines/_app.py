@@ -116,9 +116,21 @@ def run(main: Callable[[list[str]], None], module_name: str, resumable: bool = F
 
     `resumable`: an interrupted run continues when the same command is run again.
     """
-    interrupts.install()
     binary = main.__globals__  # the binary module's namespace, however it was started
     prog = os.path.splitext(os.path.basename(binary.get("__file__") or sys.argv[0]))[0]
+    hint = "; resume with the same command" if resumable else ""
+    try:
+        interrupts.install()
+        early = interrupts.held_signal()  # one that came while the binary's imports ran
+        if early is not None:
+            _finish(128 + early, f"{prog}: interrupted ({signal.Signals(early).name}){hint}")
+        _run(main, module_name, binary, prog, hint)
+    except interrupts.Interrupted as e:  # during absl's start-up, before main
+        _finish(e.code, f"{prog}: interrupted ({e.signal_name}){hint}")
+
+
+def _run(main: Callable[[list[str]], None], module_name: str, binary: dict, prog: str, hint: str) -> None:
+    """absl's start-up and `main`, with every outcome turned into one line and an exit code."""
     binary["__doc__"] = (binary.get("__doc__") or "") + EXIT_CODES_HELP  # shown by --help
     for flag in flags.FLAGS.get_key_flags_for_module(module_name):
         flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
@@ -144,18 +156,14 @@ def run(main: Callable[[list[str]], None], module_name: str, resumable: bool = F
         except app.UsageError as e:
             _finish(EXIT_BAD_INPUT, f"{prog}: error: {e}")
         except KeyboardInterrupt:  # a Ctrl-C that came before the handlers were installed
-            _finish(
-                130, f"{prog}: interrupted (SIGINT)" + ("; resume with the same command" if resumable else "")
-            )
+            _finish(130, f"{prog}: interrupted (SIGINT){hint}")
         except interrupts.Interrupted as e:
-            hint = "; resume with the same command" if resumable else ""
             _finish(e.code, f"{prog}: interrupted ({e.signal_name}){hint}")
         except SystemExit:
             raise
         except BaseException:  # noqa: BLE001 - anything else is a bug: say so, with the traceback
             signum = interrupts.received_signal()
             if signum is not None:  # a consequence of stopping (e.g. an import the signal broke off)
-                hint = "; resume with the same command" if resumable else ""
                 _finish(128 + signum, f"{prog}: interrupted ({signal.Signals(signum).name}){hint}")
             traceback.print_exc()
             _finish(
@@ -165,10 +173,7 @@ def run(main: Callable[[list[str]], None], module_name: str, resumable: bool = F
             )
         _finish(0)
 
-    try:
-        app.run(guarded, flags_parser=parse)
-    except interrupts.Interrupted as e:  # during absl's start-up, before main
-        _finish(e.code, f"{prog}: interrupted ({e.signal_name})")
+    app.run(guarded, flags_parser=parse)
 
 
 def result_line(metrics: dict[str, float], accuracy: float, statement: str) -> str:

@@ -5,8 +5,13 @@ the stack unwinds through every `finally` (TFF contexts stop their `worker_binar
 already written atomically), and the process exits 130 (SIGINT) or 143 (SIGTERM). It does not stop
 workers itself: that would fail the computation in flight on another thread and turn a clean stop
 into a worker-lost error. A signal that lands inside a GC callback or `__del__` (where Python ignores
-exceptions) is delivered again at the next ordinary bytecode. Exceptions in other threads after the
-signal (gRPC pollers whose channel the unwinding closed) are consequences of stopping, not printed.
+exceptions) is delivered again at the next ordinary bytecode. So is one that library code swallowed
+(jax's import-time `try: import etils.epath except: ...` catches everything, so a signal landing in
+that import was lost and the run went on until the watchdog): until the process ends, the signal is
+re-delivered every `REDELIVER_S` to a main thread that is not handling the interrupt (a `finally` or
+`except` that runs because of it sees it in `sys.exc_info()` and is left to finish its cleanup).
+Exceptions in other threads after the signal (gRPC pollers whose channel the unwinding closed) are
+consequences of stopping, not printed.
 A second signal while unwinding exits at once, and a watchdog exits hard if unwinding takes longer
 than `grace_s` (TFF's gRPC threads can otherwise hold the process).
 
@@ -25,6 +30,7 @@ from typing import Any
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 DEFAULT_GRACE_S = 20.0
+REDELIVER_S = 0.5  # how often a signal the main thread swallowed is raised again
 
 
 class Interrupted(SystemExit):
@@ -58,31 +64,49 @@ def _hard_exit_later(code: int, grace_s: float) -> None:
     threading.Thread(target=_exit, name="interrupt-exit-watchdog", daemon=True).start()
 
 
+def _redeliver_until_exit(signum: int) -> None:
+    """Raises the signal again in the main thread every REDELIVER_S (see `_handle`)."""
+    import _thread
+
+    def _loop() -> None:
+        while True:
+            time.sleep(REDELIVER_S)
+            _redelivering.append(signum)
+            _thread.interrupt_main(signum)  # no real signal: blocking calls are not broken off
+
+    threading.Thread(target=_loop, name="interrupt-redeliver", daemon=True).start()
+
+
+def _stopping() -> bool:
+    """True while the main thread runs a `finally`/`except` because of the interrupt (or of an error
+    the interrupt caused): that is the unwinding, to be left alone."""
+    error = sys.exc_info()[1]
+    seen = 0
+    while error is not None and seen < 100:
+        if isinstance(error, Interrupted):
+            return True
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return False
+
+
 def _handle(signum: int, frame: Any) -> None:
-    if _redelivering:  # our own re-delivery of a signal whose exception was swallowed (see below)
+    if _redelivering:  # our re-delivery: raise again only if the first exception was swallowed
         _redelivering.clear()
+        if _stopping():
+            return
         raise Interrupted(signum)
     if _interrupted:  # a second Ctrl-C while unwinding: the user means it
         os._exit(128 + signum)
     _interrupted.append(signum)
     _hard_exit_later(128 + signum, _grace_s)
+    _redeliver_until_exit(signum)
     raise Interrupted(signum)
 
 
 def _unraisable(unraisable: Any) -> None:
-    """A handler that ran inside a GC callback or __del__ raised where Python ignores exceptions:
-    deliver the signal again, so that `Interrupted` is raised at the next ordinary bytecode."""
+    """A handler that ran inside a GC callback or __del__ raised where Python ignores exceptions: not
+    printed; the re-delivery raises `Interrupted` again at an ordinary bytecode."""
     if isinstance(unraisable.exc_value, Interrupted):
-        import _thread
-
-        signum = unraisable.exc_value.signum
-
-        def redeliver() -> None:  # from another thread, once the main thread has left the callback
-            time.sleep(0.05)
-            _redelivering.append(signum)
-            _thread.interrupt_main(signum)
-
-        threading.Thread(target=redeliver, name="interrupt-redeliver", daemon=True).start()
         return
     _previous_unraisablehook(unraisable)
 
@@ -94,6 +118,28 @@ def _thread_exception(args: Any) -> None:
     if _interrupted:
         return
     _previous_excepthook(args)
+
+
+_held: list[int] = []
+
+
+def _hold(signum: int, frame: Any) -> None:
+    if _held:  # a second signal: the user means it
+        os._exit(128 + signum)
+    _held.append(signum)
+
+
+def hold() -> None:
+    """Until `install`: a signal is recorded (for the binary to report at once) instead of killing
+    the process without a word. For a binary's imports (numpy, the flag modules: ~1.5 s on a loaded
+    machine), when nothing is written yet; a second signal exits at once."""
+    for signum in SIGNALS:
+        signal.signal(signum, _hold)
+
+
+def held_signal() -> int | None:
+    """The signal `hold` recorded, or None."""
+    return _held[0] if _held else None
 
 
 def install(grace_s: float = DEFAULT_GRACE_S) -> bool:

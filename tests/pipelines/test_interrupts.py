@@ -70,6 +70,67 @@ def test_thread_errors_after_a_signal_are_not_printed(repo):
     assert proc.stderr.count("Channel closed") == 1, proc.stderr
 
 
+_SWALLOWED = """
+import os, signal, sys, time
+from training import interrupts
+
+def spin(seconds):
+    end = time.time() + seconds
+    while time.time() < end:
+        pass
+
+interrupts.install(grace_s=30)
+try:  # as jax's import of etils.epath does: a bare except around library code
+    os.kill(os.getpid(), signal.SIGTERM)
+    spin(2)
+except:  # noqa: E722
+    pass
+start = time.time()
+try:
+    spin(10)
+    print("lost")
+except interrupts.Interrupted as e:
+    print("raised again after", round(time.time() - start, 2), e.code)
+"""
+
+_CLEANUP = """
+import os, signal, time
+from training import interrupts
+
+interrupts.install(grace_s=30)
+try:
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+    finally:  # cleanup that runs because of the interrupt: longer than the re-delivery period
+        end = time.time() + 3 * interrupts.REDELIVER_S
+        while time.time() < end:
+            time.sleep(0.01)
+        print("cleanup done")
+except interrupts.Interrupted as e:
+    print("stopped", e.code)
+"""
+
+
+def test_a_swallowed_interrupt_is_raised_again(repo):
+    """A library's bare `except:` (jax's import-time `import etils.epath`) swallowed the Interrupted a
+    signal raised: the run went on until the watchdog exited hard (CI, under load). It comes back."""
+    proc = subprocess.run([sys.executable, "-c", _SWALLOWED], cwd=repo, capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    words = proc.stdout.split()
+    assert words[:3] == ["raised", "again", "after"] and words[-1] == "143", proc.stdout
+    assert float(words[3]) < 5, proc.stdout  # REDELIVER_S apart, with room for a loaded machine
+
+
+def test_the_re_delivery_leaves_the_unwinding_alone(repo):
+    """While a `finally` runs because of the interrupt, the re-delivery does not break it off."""
+    proc = subprocess.run([sys.executable, "-c", _CLEANUP], cwd=repo, capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:2] == ["cleanup done", "stopped 143"], proc.stdout
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 @pytest.mark.parametrize("after_s", [1.5, 8.0])  # during the TensorFlow import; during training
 def test_centralized_stops_cleanly(tmp_path, repo, binary_env, signum, after_s):
