@@ -58,7 +58,7 @@ def measure(rows: int, columns: int, epochs: int | None) -> dict:
     loaded = load_dataset("csv", path)
     load_s = time.perf_counter() - start
     start = time.perf_counter()
-    encoded, _ = table_preprocessing.fit_for_run(loaded, "private", True, 0.2, 3.0, 1e-5, None, 0)
+    encoded, _ = table_preprocessing.fit_for_run(loaded, "private", True, None, 3.0, 1e-5, None, 0)
     preprocessing_s = time.perf_counter() - start
     start = time.perf_counter()
     result = centralized.run(

@@ -134,8 +134,9 @@ def _table_flags() -> dict[str, flags.FlagHolder]:
             enum_values=["private", "schema", "non_private"],
         ),
         "preprocessing_share": _define(
-            flags.DEFINE_float, "preprocessing_share", 0.2,
-            "--preprocessing=private: the share of the target epsilon the statistics alone would cost.",
+            flags.DEFINE_float, "preprocessing_share", None,
+            "--preprocessing=private: the share of the target epsilon the statistics alone would cost. "
+            "Default: what puts each count's noise at a tenth of the rows (users), from 0.05 to 0.5.",
         ),
     }  # fmt: skip
 

@@ -57,6 +57,7 @@ class PreprocessingConfig:
     mode: str = "private"
     noise_multiplier: float = 0.0  # z of the one Gaussian release (relative to its L2 sensitivity 1)
     selection_delta: float = 0.0  # per categorical column whose categories are selected from the rows
+    budget_share: float | None = None  # the share of the target epsilon z was chosen for (reported)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -94,6 +95,7 @@ class Cost:
     histograms: int  # m: the histograms released together
     selection_delta: float  # total over the selected categorical columns (added to the run's delta)
     parts: tuple[dict[str, Any], ...]  # per column: what was estimated, and how
+    budget_share: float | None = None  # the share of the target epsilon z was chosen for
 
     @property
     def count_stddev(self) -> float:
@@ -321,7 +323,8 @@ def _fit_private(schema, train, y, config: PreprocessingConfig, rng, weights) ->
         if binary:
             clipped = np.maximum(counts, 0.0)
             positive = float(clipped[1] / clipped.sum()) if clipped.sum() > 0 else None
-    cost = Cost(config.noise_multiplier, m, config.selection_delta * len(estimated_cat), tuple(parts))
+    selection_delta = config.selection_delta * len(estimated_cat)
+    cost = Cost(config.noise_multiplier, m, selection_delta, tuple(parts), config.budget_share)
     return Fitted("private", tuple(numeric), tuple(categorical), cost, positive)
 
 
@@ -337,23 +340,35 @@ def selected_columns(schema) -> int:
     return sum(c.categories is None for c in schema.categorical())
 
 
+def _category_codes(values: np.ndarray, vocabulary: tuple[str, ...]) -> np.ndarray:
+    """Each value's index in the (sorted, unique) `vocabulary`, -1 where it is not in it. pandas hashes
+    the python strings directly (an `astype(str)` copy of 100,000 rows took most of `encode`)."""
+    import pandas as pd
+
+    if values.dtype != object or not all(isinstance(v, str) for v in values[:1000]):
+        values = values.astype(str).astype(object)
+    codes = pd.Categorical(values, categories=list(vocabulary)).codes
+    return np.asarray(codes, dtype=np.int64)
+
+
 def encode(fitted: Fitted, columns: dict[str, np.ndarray]) -> np.ndarray:
     """The numeric features of raw `columns` under `fitted`, in numpy (the reference the Keras layers
-    of `models.table_encoding` are tested against)."""
-    parts = []
+    of `models.table_encoding` are tested against). Written into one float32 array, column by column."""
+    n = len(next(iter(columns.values()))) if columns else 0
+    width = sum(1 + t.indicator for t in fitted.numeric)
+    width += sum(len(t.vocabulary) + 1 for t in fitted.categorical)
+    out = np.zeros((n, width), np.float32)
+    j = 0
     for t in fitted.numeric:
         x = columns[t.name].astype(np.float64)
         missing = np.isnan(x)
-        parts.append(
-            ((np.clip(np.where(missing, t.fill, x), t.lower, t.upper) - t.center) / t.scale)[:, None]
-        )
+        out[:, j] = (np.clip(np.where(missing, t.fill, x), t.lower, t.upper) - t.center) / t.scale
+        j += 1
         if t.indicator:
-            parts.append(missing.astype(np.float64)[:, None])
+            out[:, j] = missing
+            j += 1
     for t in fitted.categorical:
-        vocab = np.array(t.vocabulary, dtype=str)  # sorted, the missing token "" first
-        values = columns[t.name].astype(str)
-        pos = np.minimum(np.searchsorted(vocab, values), len(vocab) - 1)
-        codes = np.where(vocab[pos] == values, pos + 1, 0)  # 0: "other" (Keras StringLookup's order)
-        parts.append(np.eye(len(t.vocabulary) + 1)[codes])
-    n = len(next(iter(columns.values()))) if columns else 0
-    return np.concatenate(parts, axis=1).astype(np.float32) if parts else np.zeros((n, 0), np.float32)
+        codes = _category_codes(columns[t.name], t.vocabulary)  # the missing token "" is in the vocabulary
+        out[np.arange(n), j + codes + 1] = 1.0  # position 0: "other" (Keras StringLookup's order)
+        j += len(t.vocabulary) + 1
+    return out

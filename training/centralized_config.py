@@ -27,7 +27,8 @@ class CentralizedConfig:
     label_column: str = "label"
     schema_file: str | None = None  # tables: the declared schema (data/schema.py's JSON); None: inferred
     preprocessing: str = "private"  # tables: private (DP statistics) | schema (declared only) | non_private
-    preprocessing_share: float = 0.2  # tables, private: the statistics' share of the target epsilon
+    preprocessing_share: float | None = None  # tables, private: the statistics' share of the target
+    # epsilon; None: training.table_preprocessing.auto_share
     image_size: int | None = None  # image_folder: resize to NxN; None: the images' own size
     color_mode: str | None = None  # image_folder: "grayscale" or "rgb"; None: inferred from the images
     model: str = "mlp"  # a model spec (models/specs.py): built-in name, PATH.py:FUNCTION, PATH.keras
@@ -91,7 +92,10 @@ class CentralizedConfig:
                 self.preprocessing in ("private", "schema", "non_private"),
                 "preprocessing must be one of private, schema, non_private",
             ),
-            (0 < self.preprocessing_share < 1, "preprocessing_share must be in (0, 1)"),
+            (
+                self.preprocessing_share is None or 0 < self.preprocessing_share < 1,
+                "preprocessing_share must be in (0, 1)",
+            ),
             (self.accountant in ACCOUNTANTS, f"accountant must be one of {ACCOUNTANTS}"),
             (self.sampling in EXAMPLE_SAMPLINGS, f"sampling must be one of {EXAMPLE_SAMPLINGS}"),
             (self.engine in DP_SGD_ENGINES, f"engine must be one of {DP_SGD_ENGINES}"),

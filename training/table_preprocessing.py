@@ -9,6 +9,7 @@ composes `Fitted.cost` with its training event (DpSgdConfig / DpFedAvgConfig pre
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -19,7 +20,10 @@ from privacy.preprocessing import Fitted, PreprocessingConfig
 from privacy.randomness import derive_seed
 
 SCHEMA_FILE, FITTED_FILE = "schema.json", "preprocessing.json"
-DEFAULT_SHARE = 0.2  # of the target epsilon, for the statistics alone (see README: your data)
+# The default share ("auto"): the noise that puts each count's stddev at a tenth of the units (rows,
+# or users), so that a column's fullest bins stand out of the noise, within 5% to 50% of the target.
+AUTO_COUNT_STDDEV = 0.1  # of the number of units
+AUTO_SHARE_RANGE = (0.05, 0.5)
 SELECTION_DELTA_SHARE = 0.1  # of delta, for the partition selection of all selected columns together
 PREPROCESSING_MODES = preprocessing.MODES
 
@@ -47,6 +51,16 @@ def noise_for(share: float, epsilon: float, delta: float, adjacency: str = "add_
     return accounting.calibrate_noise(alone, share * epsilon)
 
 
+def auto_share(units: int, histograms: int, epsilon: float, delta: float, adjacency: str) -> float:
+    """The default share of `epsilon`: what a count stddev of AUTO_COUNT_STDDEV x `units` costs alone
+    (z = that / sqrt(histograms)), kept in AUTO_SHARE_RANGE. Small tables need a large share for
+    usable statistics and large ones a small share; the number of units is treated as public."""
+    z = AUTO_COUNT_STDDEV * max(1, units) / math.sqrt(max(1, histograms))
+    alone = accounting.epsilon_of(accounting.preprocessing_event(z, adjacency), "rdp", adjacency, delta)
+    low, high = AUTO_SHARE_RANGE
+    return float(min(high, max(low, alone / epsilon)))
+
+
 def plan_preprocessing(
     dataset: Dataset,
     mode: str,
@@ -55,7 +69,7 @@ def plan_preprocessing(
     epsilon: float | None,
     delta: float,
     adjacency: str = "add_or_remove_one",
-) -> PreprocessingConfig:
+) -> PreprocessingConfig:  # `share`: already resolved (fit_for_run turns None into auto_share)
     """The preprocessing config of a run on a table. A non-private run uses the plain statistics
     (it has no guarantee to keep) unless the schema mode was asked for; a private run with
     `mode="private"` needs the epsilon the statistics' share is taken of."""
@@ -70,7 +84,7 @@ def plan_preprocessing(
         raise TablePreprocessingError("private preprocessing needs a finite epsilon to take its share of")
     selected = preprocessing.selected_columns(schema)
     per_column = SELECTION_DELTA_SHARE * delta / selected if selected else 0.0
-    return PreprocessingConfig("private", noise_for(share, epsilon, delta, adjacency), per_column)
+    return PreprocessingConfig("private", noise_for(share, epsilon, delta, adjacency), per_column, share)
 
 
 def fit_table(
@@ -96,7 +110,7 @@ def fit_for_run(
     dataset: Dataset,
     mode: str,
     dp: bool,
-    share: float,
+    share: float | None,
     target_epsilon: float | None,
     delta: float,
     training_epsilon: Callable[[], float] | None,
@@ -104,14 +118,20 @@ def fit_for_run(
     users: list[np.ndarray] | None = None,
     adjacency: str = "add_or_remove_one",
 ) -> tuple[Dataset, Fitted]:
-    """A run's table fit: the statistics take `share` of the target epsilon; a run given a noise
-    multiplier instead (`training_epsilon()`: its training's epsilon alone) gives them as much,
-    relative to that. `users`: each user's training rows (federated): a user's rows weigh 1/rows, so
-    the statistics are user-level; rows of no user weigh 0. `adjacency`: the run's (the statistics'
-    share is measured under it)."""
+    """A run's table fit: the statistics take `share` of the target epsilon (None: `auto_share`); a
+    run given a noise multiplier instead (`training_epsilon()`: its training's epsilon alone) gives
+    them as much, relative to that (auto: as if the target were twice the training's). `users`: each
+    user's training rows (federated): a user's rows weigh 1/rows, so the statistics are user-level;
+    rows of no user weigh 0. `adjacency`: the run's (the statistics' share is measured under it)."""
     epsilon = target_epsilon
-    if dp and epsilon is None and mode == "private":
-        epsilon = training_epsilon() / (1 - share)
+    if dp and mode == "private":
+        if epsilon is None:
+            epsilon = training_epsilon() / (1 - (AUTO_SHARE_RANGE[1] if share is None else share))
+        if share is None:
+            units = dataset.num_train if users is None else sum(1 for rows in users if len(rows))
+            histograms = preprocessing.released_histograms(dataset.table.schema)
+            share = auto_share(units, histograms, epsilon, delta, adjacency)
+    share = AUTO_SHARE_RANGE[1] if share is None else share  # unused unless private
     planned = plan_preprocessing(dataset, mode, dp, share, epsilon, delta, adjacency)
     weights = None
     if users is not None:
@@ -137,6 +157,7 @@ def privacy_details(fitted: Fitted, adjacency: str, delta: float) -> dict:
         event = accounting.preprocessing_event(cost.noise_multiplier, adjacency)
         out.update(
             mechanism="Gaussian release of m histograms, each scaled by 1/sqrt(m) (L2 sensitivity 1)",
+            budget_share=cost.budget_share,
             noise_multiplier=cost.noise_multiplier,
             histograms=cost.histograms,
             count_stddev=cost.count_stddev,
@@ -153,7 +174,10 @@ def privacy_details(fitted: Fitted, adjacency: str, delta: float) -> dict:
 
 def statement_note(fitted: Fitted) -> str:
     """The privacy statement's sentence about a table's preprocessing and schema."""
-    schema = "The table's schema (column names and kinds, the label's classes) is treated as public."
+    schema = (
+        "The table's schema (column names and kinds, the label's classes) and its number of rows (which "
+        "sizes the defaults and the statistics' share) are treated as public."
+    )
     if fitted.mode == "non_private":
         return (
             "The preprocessing statistics are plain statistics of the training rows and are NOT "

@@ -38,3 +38,23 @@ def test_explicit_values_win_and_unset_ones_come_from_the_recipe():
     assert resolved == (100, 512, 0.1, "cosine")
     by_rate = with_recipe(CentralizedConfig(sampling_rate=0.1), (8, 8, 1))
     assert by_rate.batch_size is None  # resolved from the sampling rate, not the recipe
+
+
+@pytest.mark.parametrize("rows", [16, 17, 100, 455, 4000, 100_000])
+@pytest.mark.parametrize("dp", [False, True])
+def test_every_table_fits_its_recipe(rows, dp):
+    recipe = recipes.default_recipe("mlp", (30,), dp=dp, num_examples=rows, table=True)
+    assert 1 <= recipe.batch_size <= rows and recipe.epochs >= 3
+
+
+def test_dp_tables_take_few_large_batches():
+    """DP: about N/3 per batch (at most 1,024); about 45 steps, 90 for a linear model; the non-private
+    recipe is unchanged."""
+    small = recipes.tabular_recipe(455, dp=True)
+    assert (small.batch_size, small.epochs) == (152, 15)  # 3 steps an epoch
+    logistic = recipes.default_recipe("logistic", (30,), dp=True, num_examples=455, table=True)
+    assert (logistic.batch_size, logistic.epochs) == (152, 30)
+    large = recipes.tabular_recipe(100_000, dp=True)
+    assert (large.batch_size, large.epochs) == (1024, 3)
+    plain = recipes.tabular_recipe(455, dp=False)
+    assert (plain.batch_size, plain.epochs) == (32, 27)

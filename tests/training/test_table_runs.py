@@ -104,6 +104,21 @@ def test_the_statistics_share_is_measured_under_the_runs_adjacency(breast_cancer
     assert privacy["epsilon"] <= 2.0
 
 
+@pytest.mark.parametrize("adjacency, epsilon", [("add_or_remove_one", 1.0), ("replace_one", 2.0)])
+def test_the_default_share_puts_the_count_noise_at_a_tenth_of_the_rows(adjacency, epsilon):
+    """Between its bounds the auto share's noise gives counts a stddev of N/10 (replace-one costs about
+    twice as much); a small table takes the upper bound, a large one the lower."""
+    from training import table_preprocessing as tp
+
+    share = tp.auto_share(455, 31, epsilon, 1e-5, adjacency)
+    assert tp.AUTO_SHARE_RANGE[0] < share < tp.AUTO_SHARE_RANGE[1]
+    z = tp.noise_for(share, epsilon, 1e-5, adjacency)
+    assert z * math.sqrt(31) == pytest.approx(45.5, rel=0.01)  # count stddev = 455 / 10
+    assert tp.auto_share(100, 31, epsilon, 1e-5, adjacency) == tp.AUTO_SHARE_RANGE[1]
+    assert tp.auto_share(1_000_000, 31, epsilon, 1e-5, adjacency) == tp.AUTO_SHARE_RANGE[0]
+    assert tp.auto_share(455, 31, 4 * epsilon, 1e-5, adjacency) < share  # a larger target: a smaller share
+
+
 def test_a_table_with_strings_and_missing_values_trains_reports_auc_and_its_model_takes_raw_rows(
     credit_csv, tmp_path
 ):

@@ -52,7 +52,7 @@ class FederatedConfig:
     client_id_column: str | None = None
     schema_file: str | None = None  # tables: as in CentralizedConfig; the statistics are user-level here
     preprocessing: str = "private"
-    preprocessing_share: float = 0.2
+    preprocessing_share: float | None = None  # None: training.table_preprocessing.auto_share
     image_size: int | None = None  # image_folder: resize to NxN; None: the images' own size
     color_mode: str | None = None  # image_folder: "grayscale" or "rgb"; None: inferred from the images
     model: str = "mlp"  # a model spec (models/specs.py): built-in name, PATH.py:FUNCTION, PATH.keras
