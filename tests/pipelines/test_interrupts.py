@@ -40,6 +40,16 @@ def _stop(proc: subprocess.Popen, signum: int, after_s: float = 0.0, after_line:
     return proc.returncode, err
 
 
+@pytest.fixture
+def busy_cpu():
+    """Another CPU-heavy process for the test's whole duration: the interrupt must end the run cleanly
+    on a loaded machine (CI once saw the watchdog exit hard there), so the test loads it itself."""
+    proc = subprocess.Popen([sys.executable, "-c", "while True:\n    pass"])
+    yield
+    proc.kill()
+    proc.wait()
+
+
 def _assert_clean_stop(code: int, err: str, signum: int, resumable: bool) -> None:
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 128 + signum, err[-3000:]
@@ -133,7 +143,7 @@ def test_the_re_delivery_leaves_the_unwinding_alone(repo):
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 @pytest.mark.parametrize("after_s", [1.5, 8.0])  # during the TensorFlow import; during training
-def test_centralized_stops_cleanly(tmp_path, repo, binary_env, signum, after_s):
+def test_centralized_stops_cleanly(tmp_path, repo, binary_env, busy_cpu, signum, after_s):
     args = ["--dp", "--target_epsilon=3", "--epochs=400", f"--root_output_dir={tmp_path}"]
     code, err = _stop(_start("train_centralized", args, repo, binary_env), signum, after_s=after_s)
     _assert_clean_stop(code, err, signum, resumable=False)
