@@ -39,11 +39,14 @@ from collections.abc import Callable, Iterator
 from absl import app, flags, logging
 
 from training import interrupts
+from training.run_folder import FolderInUse
 
 EXIT_BUG, EXIT_BAD_INPUT = 1, 2
 EXIT_CODES_HELP = """
 Exit codes: 0 done; 2 bad input (one line on stderr says what to change, nothing is written);
 3 / 4 (predict) the batch would exceed the budget / charged but not delivered;
+5 training diverged (a loss or the weights not finite): one line says where and what to lower; the
+  run folder keeps the privacy.json of the steps taken, and no model;
 130 / 143 stopped by Ctrl-C / SIGTERM (one line; earlier results and checkpoints stay intact);
 1 a failure that is not your input (a lost TFF worker, or a bug, which prints a traceback).
 Logs of TensorFlow, TFF and absl are off unless --verbosity is given (0: info, 1: debug)."""
@@ -153,6 +156,8 @@ def _run(main: Callable[[list[str]], None], module_name: str, binary: dict, prog
             main(argv)
         except Exit as e:
             _finish(e.code, f"{prog}: error: {e}")
+        except FolderInUse as e:  # another process: one line, as for bad input
+            _finish(EXIT_BAD_INPUT, f"{prog}: error: {e}")
         except app.UsageError as e:
             _finish(EXIT_BAD_INPUT, f"{prog}: error: {e}")
         except KeyboardInterrupt:  # a Ctrl-C that came before the handlers were installed

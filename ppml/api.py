@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ppml.user_data import as_dataset
+from training.run_folder import FolderInUse, release_folders
 
 
 class ConfigError(ValueError):
@@ -58,13 +59,16 @@ class Result:
 
 @contextlib.contextmanager
 def _user_errors() -> Iterator[None]:
-    """ValueError/OSError raised while validating are the user's: one-line ConfigError."""
+    """ValueError/OSError raised while validating, and a run folder another process is writing, are
+    the user's: one-line ConfigError. The call's run-folder locks are given back when it returns."""
     try:
         yield
     except ConfigError:
         raise
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, FolderInUse) as e:
         raise ConfigError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+    finally:
+        release_folders()
 
 
 def _model_spec(model: Any, settings: dict[str, Any]) -> str:

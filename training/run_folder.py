@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import fcntl
 import io
 import json
 import math
@@ -194,8 +195,46 @@ def check_output_dir(path: str) -> None:
         ) from None
 
 
+LOCK_FILE = ".lock"
+_held_locks: dict[str, int] = {}  # real path of a run folder -> the descriptor this process locked
+
+
+class FolderInUse(Exception):
+    """Another process is writing the run folder (or wrote a different run there since the checks)."""
+
+
+def lock_folder(path: str) -> None:
+    """Takes the folder's exclusive lock (flock on `LOCK_FILE`) for this process, or raises FolderInUse.
+
+    Held until `release_folders` or the process ends (the kernel drops it even on SIGKILL, so a
+    killed run never blocks its resume); the descriptor is not inherited by child processes."""
+    key = os.path.realpath(path)
+    if key in _held_locks:
+        return
+    fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666 & ~_UMASK)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise FolderInUse(
+            f"{path} is in use by another run that is still going; wait for it to end, or use another "
+            "--experiment_name"
+        ) from None
+    _held_locks[key] = fd
+
+
+def release_folders() -> None:
+    """Gives up every folder lock this process holds (the Python API, after each call)."""
+    while _held_locks:
+        os.close(_held_locks.popitem()[1])
+
+
 class RunFolder:
-    """<root_output_dir>/<experiment_name>/ and the files every run writes there."""
+    """<root_output_dir>/<experiment_name>/ and the files every run writes there.
+
+    `create` takes the folder's lock (one run per folder at a time) and repeats, under the lock, the
+    same-run checks made before it: a run that started at the same moment cannot slip in between.
+    """
 
     FLAGS, PRIVACY, METRICS, TENSORBOARD, MODEL, RUN_CONFIG = (
         "flags.txt",
@@ -212,6 +251,7 @@ class RunFolder:
     def __init__(self, root_output_dir: str, experiment_name: str) -> None:
         check_experiment_name(experiment_name)
         self.path = os.path.join(root_output_dir, experiment_name)
+        self._checked: list[tuple[Mapping[str, Any], str]] = []  # check_same_run's, redone by create
 
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)
@@ -226,6 +266,12 @@ class RunFolder:
             os.makedirs(self.path, exist_ok=True)
         except OSError as e:
             raise ValueError(f"cannot create output folder {self.path}: {e.strerror}") from e
+        lock_folder(self.path)
+        for fingerprint, name in self._checked:
+            try:
+                self.check_same_run(fingerprint, name)
+            except ValueError as e:
+                raise FolderInUse(f"another run wrote to the folder meanwhile: {e}") from None
         return self
 
     def write_text(self, name: str, text: str) -> None:
@@ -255,6 +301,8 @@ class RunFolder:
 
         Checked before anything is written: a mistyped rerun never touches the earlier run's files.
         """
+        if (fingerprint, name) not in self._checked:
+            self._checked.append((fingerprint, name))
         path = self.file(name)
         if not os.path.exists(path):
             return
