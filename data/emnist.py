@@ -9,6 +9,7 @@ import numpy as np
 
 from data.clients import ClientPopulation
 from data.datasets import DatasetError
+from data.file_checks import regular_file
 
 EMNIST_FILE = "emnist_all.sqlite"
 
@@ -70,6 +71,8 @@ def load_emnist(
     path = os.path.join(cache_dir, EMNIST_FILE)
     if not os.path.exists(path) and not download:
         raise DatasetError(f"federated EMNIST file not found: {path} (or pass --download to fetch it)")
+    if os.path.exists(path):
+        regular_file(path, "federated EMNIST file")  # sqlite would block on a FIFO
     import tensorflow_federated as tff
 
     try:

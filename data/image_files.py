@@ -18,6 +18,7 @@ import zlib
 
 import numpy as np
 
+from data import file_checks
 from data.datasets import Dataset, DatasetError
 
 _KERAS_ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
@@ -145,6 +146,7 @@ def _image_dataset(name: str, x_tr, y_tr, x_te, y_te, image_shape: tuple[int, ..
 def load_mnist(data_dir: str, download: bool = False) -> Dataset:
     """Keras's `mnist.npz` (uint8 arrays x_train, y_train, x_test, y_test)."""
     path = _fetch(data_dir, "mnist.npz", download, "MNIST file mnist.npz")
+    file_checks.check_npz(path, ("x_train", "y_train", "x_test", "y_test"), "MNIST file")  # before np.load
     try:
         with np.load(path, allow_pickle=False) as f:
             missing = {"x_train", "y_train", "x_test", "y_test"} - set(f.files)
@@ -160,6 +162,7 @@ def load_mnist(data_dir: str, download: bool = False) -> Dataset:
 
 def _read_idx(path: str, ndim: int) -> np.ndarray:
     """An IDX file of unsigned bytes (magic 0x000008NN, NN = number of dims, big-endian dims)."""
+    file_checks.regular_file(path, "Fashion-MNIST file")
     try:
         with gzip.open(path, "rb") as f:
             data = f.read()
@@ -222,6 +225,7 @@ def _read_cifar_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
         raise DatasetError(
             f"{path} not found: the CIFAR-10 folder is incomplete (delete it and pass --download to refetch)"
         )
+    file_checks.regular_file(path, "CIFAR-10 batch")
     try:
         with open(path, "rb") as f:
             d = _ArrayUnpickler(f, encoding="bytes").load()

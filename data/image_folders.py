@@ -20,6 +20,7 @@ import re
 
 import numpy as np
 
+from data import file_checks
 from data.datasets import Dataset, DatasetError, _split
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
@@ -237,6 +238,7 @@ def _check_memory(path: str, n: int, size: tuple[int, int], channels: int) -> No
 
 def _decode(file: str) -> np.ndarray:
     """The file's pixels as uint8 (H, W, C), C its own channels (1 to 4); a GIF's first frame."""
+    file_checks.regular_file(file, "image")  # a FIFO named x.png would block open() forever
     import tensorflow as tf
 
     try:

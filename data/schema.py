@@ -211,6 +211,9 @@ class TableSchema:
     @classmethod
     def load(cls, path: str) -> TableSchema:
         """The schema in JSON file `path`; every problem is a SchemaError naming the file."""
+        from data.file_checks import regular_file
+
+        regular_file(path, "schema file", SchemaError)  # a FIFO would block open() forever
         try:
             with open(path) as f:
                 d = json.load(f)

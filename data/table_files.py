@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from data import file_checks
 from data.datasets import Dataset, DatasetError
 from data.schema import MAX_CLASSES, ColumnSchema, SchemaError, TableSchema
 
@@ -54,6 +55,7 @@ def read_frame(path: str):
     """The pandas DataFrame of a .csv or .parquet file; a file that does not parse is a DatasetError.
 
     Columns come as pandas reads them (the schema decides their kind later); "" and "NA" are missing.
+    The path is checked first (a regular file, its header without repeated names; `file_checks`).
     """
     import pandas as pd
 
@@ -62,10 +64,15 @@ def read_frame(path: str):
             import pyarrow
         except ImportError:
             raise DatasetError(f"reading {path} needs pyarrow: pip install pyarrow") from None
+        file_checks.regular_file(path, "table file")
         try:
+            file_checks.parquet_names(path)
             return pd.read_parquet(path, engine="pyarrow")
         except (OSError, ValueError, pyarrow.ArrowException) as e:
+            if isinstance(e, DatasetError):
+                raise
             raise DatasetError(f"cannot parse {path}: {_one_line(e)}") from e
+    file_checks.csv_header(path)  # before pandas: a regular file, no repeated names, some rows
     try:
         return pd.read_csv(path, keep_default_na=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as e:

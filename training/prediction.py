@@ -12,6 +12,7 @@ import tempfile
 
 import numpy as np
 
+from data import file_checks
 from privacy.prediction_ledger import LedgerState, PredictionLedger, ledger_path
 from privacy.prediction_release import PredictionConfig, release, released_labels
 from training.run_folder import csv_text
@@ -48,9 +49,10 @@ def load_queries(
                 f"dataset {dataset!r} is a regression task; prediction release needs a classifier"
             )
         x, labels = data.x_test, data.y_test
-    elif not os.path.isfile(input_file):
+    elif not os.path.exists(input_file):
         raise ValueError(f"input file not found: {input_file}")
     elif input_file.endswith(".npy"):
+        file_checks.check_npy(input_file, "input file")  # a FIFO; a header claiming more than it holds
         try:
             x = np.load(input_file, allow_pickle=False)
         except ValueError as e:
@@ -58,6 +60,7 @@ def load_queries(
     elif input_file.endswith(".csv"):
         import pandas as pd
 
+        file_checks.csv_header(input_file, "input file")  # a FIFO; repeated names (label.1), no rows
         try:
             df = pd.read_csv(input_file)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
@@ -101,9 +104,9 @@ def _table_queries(schema, num_queries: int, dataset, data_dir, input_file, seed
             raise ValueError(f"the model was trained on a table; --dataset={dataset} is not one")
         columns, labels = raw.test, raw.y_test
     else:
-        if not os.path.isfile(input_file):
+        if not os.path.exists(input_file):
             raise ValueError(f"input file not found: {input_file}")
-        frame = tables.read_frame(input_file)
+        frame = tables.read_frame(input_file)  # checks the file first: a regular file, its header
         columns = tables.table_columns(frame, schema, input_file)
         labels = tables.table_labels(frame, schema, input_file) if schema.label in frame.columns else None
     n = len(next(iter(columns.values())))
