@@ -18,6 +18,8 @@ from data.image_folders import COLOR_MODES
 from models.builders import MODELS
 from models.specs import INITS, spec_problem
 from privacy.config import ACCOUNTANTS
+from privacy.randomness import SEED_MAX
+from training.centralized_config import FLOAT32_MAX
 
 FLAGS = flags.FLAGS
 
@@ -49,6 +51,28 @@ def positive(name: str, allow_none: bool = True) -> None:
     _validator(
         [name], lambda v: (allow_none and v is None) or (v is not None and v > 0), f"--{name} must be > 0"
     )
+
+
+def at_most(name: str, bound: int) -> None:
+    """`--name` must be <= bound (or unset): counts whose loops and rows must fit in memory."""
+    _validator([name], lambda v: v is None or v <= bound, f"--{name} must be <= {bound:,} (a sane bound)")
+
+
+def _finite32(value: float | None) -> bool:
+    return value is None or abs(value) <= FLOAT32_MAX  # False for nan and inf too
+
+
+def finite_floats() -> None:
+    """Every float flag defined so far must be finite in float32: TensorFlow turns 1e300 into inf
+    (a binary calls this after defining its own flags)."""
+    for name in list(FLAGS):
+        if FLAGS[name].flag_type() == "float" and name == FLAGS[name].name:  # not its short name
+            _validator(
+                [name],
+                _finite32,
+                f"--{name} must be a finite number of magnitude <= {FLOAT32_MAX:.4g} (TensorFlow computes in "
+                "float32)",
+            )
 
 
 # ---------------------------------------------------------------- data and model
@@ -191,7 +215,12 @@ def define_model_flags(help_text: str = "Model to train.") -> ModelFlags:
 
 
 def define_seed_flag(help_text: str) -> flags.FlagHolder:
-    return _define(flags.DEFINE_integer, "seed", 0, help_text)
+    """--seed, in the range every consumer accepts (privacy.randomness.SEED_MAX: Keras seeds no more)."""
+    holder = _define(flags.DEFINE_integer, "seed", 0, help_text)
+    _validator(
+        ["seed"], lambda v: v is None or 0 <= v <= SEED_MAX, f"--seed must be in [0, {SEED_MAX}] (2**32 - 1)"
+    )
+    return holder
 
 
 def define_secure_noise_flag() -> flags.FlagHolder:
@@ -299,6 +328,9 @@ class OutputFlags:
 
 
 def define_output_flags(default_experiment: str) -> OutputFlags:
+    """--root_output_dir and --experiment_name. The run configs check both (one validator,
+    training.centralized_config.check_output), not a flag validator: absl's message would echo the
+    value, and a newline in it would split the one-line error."""
     return OutputFlags(
         _define(flags.DEFINE_string, "root_output_dir", "runs", "Root folder of all runs."),
         _define(
@@ -421,9 +453,11 @@ def define_list(
 
     def valid(values: list[str]) -> bool:
         parsed = parse_list(values, kind)
-        return bool(parsed) and all(check(x) for x in parsed) and len(set(parsed)) == len(parsed)
+        finite = kind is not float or all(_finite32(x) for x in parsed or [])
+        return bool(parsed) and finite and all(check(x) for x in parsed) and len(set(parsed)) == len(parsed)
 
-    _validator([name], valid, f"--{name} must be a non-empty comma-separated list of distinct {what}")
+    finite = f" (finite, magnitude <= {FLOAT32_MAX:.4g})" if kind is float else ""
+    _validator([name], valid, f"--{name} must be a non-empty comma-separated list of distinct {what}{finite}")
     return holder
 
 

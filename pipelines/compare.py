@@ -16,6 +16,8 @@ import os
 from absl import flags
 
 from pipelines import _app, _flags
+from privacy.randomness import SEED_MAX
+from training.centralized_config import MAX_EPOCHS, MAX_ROUNDS
 from training.comparison.grid import ARMS, DEFAULT_ARMS, ComparisonConfig
 
 _D = ComparisonConfig()  # flag defaults are the library defaults
@@ -42,8 +44,8 @@ _SEEDS = _flags.define_list(
     _D.seeds,
     "Seeds (split, init, sampling, noise); several give mean ± std.",
     int,
-    lambda s: s >= 0,
-    "ints >= 0",
+    lambda s: 0 <= s <= SEED_MAX,
+    f"ints in [0, {SEED_MAX}]",
 )
 
 _CENTRAL_EPOCHS = DEFINE_int(
@@ -83,12 +85,17 @@ flags.register_validator(
 for _name in ("central_learning_rate", "central_clip", "fed_client_learning_rate", "fed_server_learning_rate",
               "fed_clip", "fed_example_client_learning_rate"):  # fmt: skip
     _flags.positive(_name)
+_flags.at_most("central_epochs", MAX_EPOCHS)
+_flags.at_most("fed_rounds", MAX_ROUNDS)
+_flags.at_most("fed_example_rounds", MAX_ROUNDS)
+_flags.finite_floats()
 
 
 def main(argv: list[str]) -> None:
     del argv  # extra arguments were refused by _app.run
     _app.import_tensorflow()  # before anything imports TF (see pipelines/_app.py)
     from training import comparison
+    from training.progress import Diverged
     from training.run_folder import RunFolder
 
     with _app.bad_input():  # every check; nothing is written before it passes
@@ -130,7 +137,10 @@ def main(argv: list[str]) -> None:
         comparison.validate(config, comparison.load_datasets(config, None))
         folder = RunFolder(config.root_output_dir, config.experiment_name).create()
     folder.write_flags(_flags.key_flag_values(__name__))
-    result = comparison.run_comparison(config)
+    try:
+        result = comparison.run_comparison(config)
+    except Diverged as e:  # an arm diverged: one line, exit code 5 (the arms done so far are kept)
+        raise _app.Exit(str(e), code=e.exit_code) from None
     print(f"[compare] ran {len(result.ran)} arm(s), skipped {len(result.skipped)} complete arm(s)")
     # no wall time: it covers the DP arms (each arm's is in not_for_release/timings.csv)
     print(f"[compare] outputs in {result.output_dir}")

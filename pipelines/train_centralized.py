@@ -14,6 +14,7 @@ from absl import flags
 
 from pipelines import _app, _flags
 from privacy.config import DP_SGD_ENGINES, EXAMPLE_SAMPLINGS
+from training.centralized_config import MAX_EPOCHS
 
 _DATA = _flags.define_dataset_flags()
 _MODEL = _flags.define_model_flags()
@@ -50,6 +51,8 @@ _ENGINE = flags.DEFINE_enum("engine", "auto", DP_SGD_ENGINES, "DP-SGD clipping e
 
 _flags.positive("learning_rate")
 _flags.positive("l2_norm_clip")
+_flags.at_most("epochs", MAX_EPOCHS)
+_flags.finite_floats()
 flags.register_validator("momentum", lambda v: v is None or 0 <= v < 1, "--momentum must be in [0, 1)")
 flags.register_validator(
     "sampling_rate", lambda v: v is None or 0 < v <= 1, "--sampling_rate must be in (0, 1]"
@@ -66,6 +69,7 @@ def main(argv: list[str]) -> None:
     _app.import_tensorflow()  # before anything else imports TF (see pipelines/_app.py)
     from training import centralized
     from training.canary_audit import audit_text
+    from training.progress import Diverged
 
     with _app.bad_input():  # every check; nothing is written before it passes
         config = centralized.CentralizedConfig(
@@ -99,7 +103,10 @@ def main(argv: list[str]) -> None:
     if plan.fitted is not None:  # a table: its schema (public structure) and preprocessing mode
         print(plan.dataset.table.schema.summary())
         print(f"preprocessing: {plan.fitted.mode}")
-    result = centralized.launch(plan, flags=_flags.key_flag_values(__name__))
+    try:
+        result = centralized.launch(plan, flags=_flags.key_flag_values(__name__))
+    except Diverged as e:  # not the input, not a bug: one line, exit code 5
+        raise _app.Exit(str(e), code=e.exit_code) from None
     print(_app.result_line(result.test_metrics, result.test_accuracy, result.privacy["statement"]))
     if result.audit:
         print(audit_text(result.audit))

@@ -17,6 +17,7 @@ from absl import flags
 
 from data.datasets import FEDERATED_DATASETS
 from pipelines import _app, _flags
+from training.centralized_config import MAX_ROUNDS
 
 _DATA = _flags.define_dataset_flags(FEDERATED_DATASETS, "Dataset; emnist = TFF's federated EMNIST.")
 _MODEL = _flags.define_model_flags()
@@ -82,6 +83,8 @@ for _name in ("dirichlet_alpha", "client_learning_rate", "clip_norm"):
     _flags.positive(_name, allow_none=False)
 _flags.positive("server_learning_rate")
 _flags.positive("clipped_count_stddev")
+_flags.at_most("rounds", MAX_ROUNDS)
+_flags.finite_floats()
 flags.register_validator("target_unclipped_quantile", lambda v: 0 < v < 1, "must be in (0, 1)")
 flags.register_validator(
     "workers",
@@ -135,11 +138,14 @@ def main(argv: list[str]) -> None:
         plan = federated.plan_run(config)
     from training.canary_audit import audit_text
     from training.federated.execution_context import WorkerLostError
+    from training.progress import Diverged
 
     try:
         result = federated.launch(plan, flags=_flags.key_flag_values(__name__))
     except WorkerLostError as e:  # not a bug, and not the input: one line, resumable
         raise _app.Exit(f"{e} Resume with the same command.", code=_app.EXIT_BUG) from None
+    except Diverged as e:  # one line, exit code 5
+        raise _app.Exit(str(e), code=e.exit_code) from None
     print(_app.result_line(result.test_metrics, result.test_accuracy, result.privacy["statement"]))
     if result.audit:
         print(audit_text(result.audit))

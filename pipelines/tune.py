@@ -21,6 +21,7 @@ from absl import flags
 from pipelines import _app, _flags
 from privacy.config import DP_SGD_ENGINES
 from privacy.private_selection import DISTRIBUTIONS
+from training.centralized_config import MAX_EPOCHS, MAX_ROUNDS
 from training.federated.search import FederatedSearchSpace
 from training.tuning import (
     DEFAULT_RUNS,
@@ -33,9 +34,14 @@ from training.tuning import (
 _S, _F = SearchSpace(), FederatedSearchSpace()  # flag defaults are the library defaults
 
 
-def _space_list(name: str, default: tuple, help_text: str, kind: type = float) -> tuple:
-    """A search-space list flag and the type of its values."""
-    ints = dict(kind=int, check=lambda v: v > 0, what="ints > 0") if kind is int else {}
+def _space_list(
+    name: str, default: tuple, help_text: str, kind: type = float, most: int | None = None
+) -> tuple:
+    """A search-space list flag and the type of its values (ints: at most `most`, when given)."""
+    limit = f" and <= {most:,}" if most else ""
+    ints = (
+        dict(kind=int, check=lambda v: 0 < v <= (most or v), what=f"ints > 0{limit}") if kind is int else {}
+    )
     return _flags.define_list(name, list(default), help_text, **ints), kind
 
 
@@ -49,7 +55,7 @@ _CENTRAL = {  # SearchSpace field -> (flag, kind)
     "learning_rate": _space_list("learning_rates", _S.learning_rate, "Space: SGD learning rates."),
     "l2_norm_clip": _space_list("l2_norm_clips", _S.l2_norm_clip, "Space: clip norms C."),
     "batch_size": _space_list("batch_sizes", _S.batch_size, "Space: expected batch sizes.", int),
-    "epochs": _space_list("epoch_counts", _S.epochs, "Space: training epochs.", int),
+    "epochs": _space_list("epoch_counts", _S.epochs, "Space: training epochs.", int, MAX_EPOCHS),
     "width": _space_list("widths", _S.width, "Space: MLP hidden units (mlp only).", int),
 }
 _FEDERATED = {  # FederatedSearchSpace field -> (flag, kind), with --pipeline=federated
@@ -60,7 +66,7 @@ _FEDERATED = {  # FederatedSearchSpace field -> (flag, kind), with --pipeline=fe
     "clients_per_round": _space_list(
         "clients_per_round_values", _F.clients_per_round, "Space: per round.", int
     ),
-    "rounds": _space_list("round_counts", _F.rounds, "Space: rounds.", int),
+    "rounds": _space_list("round_counts", _F.rounds, "Space: rounds.", int, MAX_ROUNDS),
 }
 flags.adopt_module_key_flags(_flags)  # the shared flags above are this binary's too (--help)
 _PIPELINE = flags.DEFINE_enum(
@@ -96,6 +102,7 @@ flags.register_validator(
 flags.register_validator(
     "accountant", lambda v: v == "rdp", "--accountant: the search epsilon needs the RDP accountant (rdp)"
 )
+_flags.finite_floats()
 
 
 def main(argv: list[str]) -> None:

@@ -21,3 +21,20 @@ def derive_seed(seed: int, *identity: object) -> int:
     text = "\x1f".join([str(int(seed)), *(repr(part) for part in identity)]).encode()
     digest = hashlib.sha256(_DOMAIN + b"\x00" + text).digest()
     return int.from_bytes(digest[:8], "little") >> 2
+
+
+# The user's seed reaches Keras (`tf.keras.utils.set_random_seed`, which seeds numpy's legacy global
+# generator: 0 <= seed < 2**32), numpy's default_rng (any seed >= 0), TF's random ops (int64), TFF's
+# model function (the same Keras seeding, in its graphs) and `derive_seed` (any integer): the range all
+# of them accept is Keras'.
+SEED_MAX = 2**32 - 1
+
+
+def check_seed(seed: object, name: str = "--seed") -> None:
+    """ValueError unless `seed` is an integer every consumer accepts (checked before any write)."""
+    if isinstance(seed, bool) or not hasattr(seed, "__index__"):
+        raise ValueError(f"{name} must be an integer in [0, {SEED_MAX}], got {seed!r}")
+    if not 0 <= int(seed) <= SEED_MAX:
+        raise ValueError(
+            f"{name} must be in [0, {SEED_MAX}] (2**32 - 1: Keras seeds no more), got {int(seed)}"
+        )

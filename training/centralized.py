@@ -12,6 +12,7 @@ import dataclasses
 import math
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -33,8 +34,8 @@ from training.canary_audit import (
     insert_canaries,
     write_audit,
 )
-from training.centralized_config import LR_SCHEDULES, CentralizedConfig, ConfigError
-from training.progress import Progress
+from training.centralized_config import LR_SCHEDULES, CentralizedConfig, ConfigError, NonPrivateLedger
+from training.progress import Diverged, Progress, divergence
 from training.run_folder import RunFolder, write_scalars
 
 __all__ = ["LR_SCHEDULES", "CentralizedConfig", "CentralizedResult", "ConfigError", "Plan", "prepare", "run"]
@@ -91,7 +92,7 @@ class Plan:
     dataset: Dataset
     local_report: dict | None
     dp: DpSgdConfig | None
-    ledger: list[float]
+    ledger: Sequence[float]  # epsilon after each epoch (NonPrivateLedger: inf, without a list)
     epochs: int  # planned: the budget may stop the run before config.epochs
     engine: str
     folder: RunFolder
@@ -197,7 +198,7 @@ def prepare(config: CentralizedConfig, dataset: Dataset | None = None) -> Plan:
     if config.batch_size > n:
         raise ConfigError(f"batch_size {config.batch_size} exceeds the {n} training examples")
     dp = dp_sgd_config(config, n, fitted) if config.dp else None
-    ledger = accounting.dp_sgd_epsilon_per_epoch(dp) if dp else [math.inf] * config.epochs
+    ledger = accounting.dp_sgd_epsilon_per_epoch(dp) if dp else NonPrivateLedger(config.epochs)
     try:
         epochs = accounting.plan_within_budget(
             ledger, config.target_epsilon if dp else None, "epoch", "raise the noise multiplier"
@@ -211,20 +212,8 @@ def prepare(config: CentralizedConfig, dataset: Dataset | None = None) -> Plan:
     if config.model_init == "fresh":  # the default: left out, as in the runs made before it existed
         fingerprint.pop("model_init")
     folder.check_same_run(fingerprint)
-    return Plan(
-        config,
-        dataset,
-        local_report,
-        dp,
-        ledger,
-        epochs,
-        engine,
-        folder,
-        fingerprint,
-        canaries,
-        engine_reason,
-        fitted,
-    )
+    return Plan(config, dataset, local_report, dp, ledger, epochs, engine, folder, fingerprint, canaries,
+                engine_reason, fitted)  # fmt: skip
 
 
 def _fit_table(config: CentralizedConfig, dataset: Dataset) -> tuple[Dataset, Fitted]:
@@ -266,10 +255,13 @@ def launch(plan: Plan, flags: dict[str, Any] | None = None, verbose: bool = True
     """Creates the run folder (flags.txt first), then trains: the first writes of a prepared run.
 
     A run that is already complete (same settings, privacy.json written) is not redone: its results
-    are read back and nothing on disk changes.
+    are read back and nothing on disk changes (one that diverged raises `Diverged` again).
     """
     progress = Progress("centralized", plan.epochs, enabled=verbose, timed=plan.dp is None)
     if plan.complete:
+        diverged = Diverged.recorded(plan.folder.read_json(RunFolder.PRIVACY), _hint(plan), plan.folder.path)
+        if diverged is not None:  # nothing to redo: the same settings diverge again
+            raise diverged
         progress.note(f"{plan.folder.path} already holds this run, complete: nothing to do")
         return _read_result(plan)
     plan.folder.create()
@@ -284,17 +276,16 @@ def _read_result(plan: Plan) -> CentralizedResult:
     history = plan.folder.read_metrics()
     full = plan.folder.read_metrics(name=UNRELEASED_EPOCHS_FILE) if _unreleased(plan) else history
     final = history[-1] if history else {}
+    audit = plan.folder.read_json(AUDIT_FILE) if plan.canaries else None
+    return _result(plan, final, plan.folder.read_json(RunFolder.PRIVACY), 0.0, history, audit, full)
+
+
+def _result(plan: Plan, final: dict, privacy: dict, wall_time_s: float, history: list, audit, full: list):
     return CentralizedResult(
-        output_dir=plan.folder.path,
-        test_accuracy=final.get("test_accuracy", math.nan),
-        test_loss=final.get("test_loss", math.nan),
-        privacy=plan.folder.read_json(RunFolder.PRIVACY),
-        wall_time_s=0.0,
-        history=history,
-        audit=plan.folder.read_json(AUDIT_FILE) if plan.canaries else None,
-        unreleased_history=full,
-        test_metrics=_test_metrics(final),
-    )
+        output_dir=plan.folder.path, test_accuracy=final.get("test_accuracy", math.nan),
+        test_loss=final.get("test_loss", math.nan), privacy=privacy, wall_time_s=wall_time_s,
+        history=history, audit=audit, unreleased_history=full, test_metrics=_test_metrics(final),
+    )  # fmt: skip
 
 
 def _report(plan: Plan, epochs_done: int) -> dict[str, Any]:
@@ -364,9 +355,8 @@ def fit(plan: Plan, observer: WhiteBoxObserver | None = None, on_epoch=None):
 
 
 def train(plan: Plan, progress: Progress | None = None) -> CentralizedResult:
-    """The training loop of a prepared run, and its outputs."""
-    import tensorflow as tf
-
+    """The training loop of a prepared run, and its outputs; `Diverged` (outputs written) when the
+    test loss or the weights stop being finite."""
     start = time.time()
     config, dataset = plan.config, plan.dataset
     progress = progress or Progress("centralized", plan.epochs, timed=plan.dp is None)
@@ -387,9 +377,22 @@ def train(plan: Plan, progress: Progress | None = None) -> CentralizedResult:
         history.append(row)
         write_scalars(tb, epoch, row, skip=("epoch", *_unreleased(plan)))
         progress.step(epoch, _epoch_text(row, plan))
+        # the test loss (held-out data) and the weights (DP-SGD's released iterate) are covered, unlike
+        # a training loss: stopping on them reveals nothing the run does not release anyway
+        reason = divergence({"test loss": row["test_loss"]}, model.weights)
+        if reason is not None:
+            raise Diverged(f"epoch {epoch}", reason, _hint(plan), plan.folder.path)
         epoch_start[0] = time.time()
 
-    model = fit(plan, observer, evaluate)
+    try:
+        model = fit(plan, observer, evaluate)
+    except Diverged as stop:  # as a budget stop, without the model (useless) or an audit
+        divergence_record = {
+            "stopped_early_for_budget": False,
+            "diverged": {"epoch": len(history), **stop.record()},
+        }
+        _write_outputs(plan, tb, history, _report(plan, len(history)) | divergence_record)
+        raise
     if plan.epochs < config.epochs:
         progress.note(
             f"stopped after {plan.epochs} epochs: epoch {plan.epochs + 1} would spend "
@@ -397,27 +400,34 @@ def train(plan: Plan, progress: Progress | None = None) -> CentralizedResult:
         )
     privacy = _report(plan, plan.epochs)
     audit = _audit(plan, model, observer, privacy, tb)
-    with tb.as_default(step=plan.epochs):
+    released = _write_outputs(plan, tb, history, privacy, model)
+    return _result(plan, history[-1], privacy, time.time() - start, released, audit, history)
+
+
+def _write_outputs(plan: Plan, tb, history: list[dict[str, Any]], privacy: dict, model=None) -> list[dict]:
+    """The statement in TensorBoard, the model (when given), metrics.csv (the released columns; a DP
+    run's full rows in not_for_release/), privacy.json last; returns the released rows.
+
+    A run that diverged gets no model, and a privacy.json of exactly the epochs taken (their test
+    metrics were released, in TensorBoard and on stdout) that records the divergence: a rerun of the
+    same command says it again instead of training."""
+    import tensorflow as tf
+
+    with tb.as_default(step=len(history)):
         tf.summary.text("privacy_statement", privacy["statement"])
     tb.flush()
-    table_preprocessing.save_model(plan.folder, model, plan.dataset.task, plan.fitted)
+    if model is not None:
+        table_preprocessing.save_model(plan.folder, model, plan.dataset.task, plan.fitted)
     released = [{k: v for k, v in r.items() if k not in _unreleased(plan)} for r in history]
     if _unreleased(plan):  # a DP run's timings depend on the sampled batches: for the data holder only
         plan.folder.write_metrics(history, name=UNRELEASED_EPOCHS_FILE)
     plan.folder.write_metrics(released)
     plan.folder.write_privacy(privacy)
-    final = history[-1]
-    return CentralizedResult(
-        output_dir=plan.folder.path,
-        test_accuracy=final.get("test_accuracy", math.nan),
-        test_loss=final["test_loss"],
-        privacy=privacy,
-        wall_time_s=time.time() - start,
-        history=released,
-        audit=audit,
-        unreleased_history=history,
-        test_metrics=_test_metrics(final),
-    )
+    return released
+
+
+def _hint(plan: Plan) -> str:
+    return "lower --learning_rate" + (" or --l2_norm_clip" if plan.dp is not None else "")
 
 
 def _test_metrics(row: dict[str, Any]) -> dict[str, float]:
@@ -436,12 +446,9 @@ class _EpochRunner:
         self.rng = np.random.default_rng(noise_seed(plan.config))  # batch (and canary) sampling
         units = plan.canaries.num_units if plan.canaries else plan.dataset.num_train
         self.batches = plan.dp or DpSgdConfig(
-            num_examples=units,
-            batch_size=plan.config.batch_size,
-            epochs=plan.config.epochs,
-            noise_multiplier=0.0,
-            sampling="shuffle",
-        )
+            num_examples=units, batch_size=plan.config.batch_size, epochs=plan.config.epochs,
+            noise_multiplier=0.0, sampling="shuffle",
+        )  # fmt: skip
 
     def run(self) -> None:
         import tensorflow as tf

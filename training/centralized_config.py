@@ -1,4 +1,6 @@
-"""The frozen, validated settings of a centralized run (what flags or the Python API give it).
+"""The frozen, validated settings of a centralized run (what flags or the Python API give it), and
+the checks every run config shares (federated, search, comparison): the run folder's name, the float
+and count ranges TensorFlow and the loops accept.
 
 `training/centralized.py` turns one into a plan and runs it; keeping the settings apart keeps each
 module one concern (and under the layout's size limit).
@@ -7,16 +9,148 @@ module one concern (and under the layout's size limit).
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
+import unicodedata
+from collections.abc import Sequence
 
 from models.specs import check_init
 from privacy.config import ACCOUNTANTS, DP_SGD_ENGINES, EXAMPLE_SAMPLINGS
 from privacy.local_dp import LocalDpConfig
+from privacy.randomness import check_seed
 
 LR_SCHEDULES = ("constant", "cosine")
+# Sane bounds: far beyond any useful run, and small enough that the per-epoch / per-round ledgers,
+# progress and metrics rows of a run stay in memory (a DP ledger is one accountant query per entry).
+MAX_EPOCHS = 1_000_000
+MAX_ROUNDS = 10_000_000
+FLOAT32_MAX = 3.4028234663852886e38  # TensorFlow computes in float32: a larger value becomes inf
+# Bytes of a folder name kept free for the temporary names the code makes beside a file or folder it
+# replaces (training/run_folder.py: ".tmp-XXXXXXXX" + name, ".tmp-model-XXXXXXXX", ".old-model-...",
+# ".ppml-write-check-XXXXXXXX": at most 26 bytes), so no such name can exceed the filesystem's limit.
+NAME_RESERVE = 32
+_CONTROL = ("Cc", "Cf", "Cs", "Zl", "Zp")  # control, format, surrogate, line/paragraph separators
 
 
 class ConfigError(ValueError):
     """Settings that cannot run (as opposed to a bug): the message says what to change."""
+
+
+class NonPrivateLedger(Sequence[float]):
+    """The ledger (epsilon after each epoch or round) of a run without DP: inf after every one of
+    `length`, without a list of `length` entries allocated up front."""
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index):  # noqa: ANN001 - int or slice, as a list's
+        if isinstance(index, slice):
+            return [math.inf] * len(range(*index.indices(self.length)))
+        if not -self.length <= index < self.length:
+            raise IndexError("ledger index out of range")
+        return math.inf
+
+
+def _name_max(root_output_dir: str) -> int:
+    """The filesystem's longest file name (bytes) where the run folder would be made; 255 if unknown."""
+    probe = os.path.abspath(root_output_dir or ".")
+    while not os.path.isdir(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    try:
+        return int(os.pathconf(probe, "PC_NAME_MAX"))
+    except (OSError, ValueError):
+        return 255
+
+
+def check_experiment_name(name: object, root_output_dir: str = ".", flag: str = "--experiment_name") -> None:
+    """ConfigError unless `name` is one plain folder name that flags.txt can hold and the filesystem
+    can create: not empty, '.' or '..', no path separator, no control character (a newline would split
+    flags.txt's line), no surrounding blanks (a --flagfile rerun strips them), short enough."""
+    if not isinstance(name, str) or name in ("", ".", ".."):
+        raise ConfigError(f"{flag} must be a plain folder name (not empty, '.' or '..'), got {name!r}")
+    bad = sorted({c for c in name if unicodedata.category(c) in _CONTROL}, key=ord)
+    if bad:
+        raise ConfigError(f"{flag} must not contain control characters, got {', '.join(map(repr, bad))}")
+    if "/" in name or "\\" in name or (os.altsep and os.altsep in name):
+        raise ConfigError(
+            f"{flag} must be a plain folder name, without '/' or '\\' (parent folders: --root_output_dir)"
+        )
+    if name != name.strip():
+        raise ConfigError(f"{flag} must not start or end with blanks (a --flagfile rerun drops them)")
+    limit = _name_max(root_output_dir) - NAME_RESERVE
+    size = len(os.fsencode(name))
+    if size > limit:
+        raise ConfigError(
+            f"{flag} is {size} bytes long; a run folder name can be at most {limit} bytes here (the "
+            f"filesystem's limit less {NAME_RESERVE} for temporary names): use a shorter name"
+        )
+
+
+def check_root_output_dir(root_output_dir: object) -> None:
+    """ConfigError when flags.txt could not hold the path (a control character splits its line)."""
+    if not isinstance(root_output_dir, str) or not root_output_dir:
+        raise ConfigError(f"--root_output_dir must be a folder path, got {root_output_dir!r}")
+    if any(unicodedata.category(c) in _CONTROL for c in root_output_dir):
+        raise ConfigError("--root_output_dir must not contain control characters (newline, tab, NUL, ...)")
+
+
+def check_output(root_output_dir: str, experiment_name: str) -> None:
+    """Both output settings of a run (every config calls this)."""
+    check_root_output_dir(root_output_dir)
+    check_experiment_name(experiment_name, root_output_dir)
+
+
+def check_float32(**values: object) -> None:
+    """ConfigError for a value that is not a finite float32 (e.g. 1e300 or nan; None is unset)."""
+    for name, value in values.items():
+        if value is None or isinstance(value, bool):
+            continue
+        try:
+            ok = math.isfinite(float(value)) and abs(float(value)) <= FLOAT32_MAX
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ConfigError(
+                f"--{name} must be a finite number of magnitude <= {FLOAT32_MAX:.4g} (TensorFlow computes "
+                f"in float32), got {value!r}"
+            )
+
+
+def check_count(name: str, value: int | None, bound: int) -> None:
+    """ConfigError for a count (epochs, rounds) beyond its sane bound."""
+    if value is not None and value > bound:
+        raise ConfigError(f"--{name} must be <= {bound:,} (a sane bound), got {value:,}")
+
+
+def check_search_space(space: object) -> None:
+    """A search space's values (tuples per field, training/search_space.py) are finite float32, its
+    epoch and round counts within their bounds."""
+    if not dataclasses.is_dataclass(space) or isinstance(space, type):
+        return  # not a space: the search config refuses it
+    for name, values in dataclasses.asdict(space).items():
+        try:
+            for value in values:
+                check_float32(**{name: value})
+        except ValueError:
+            raise ConfigError(
+                f"every {name} of the search space must be a finite number of magnitude <= "
+                f"{FLOAT32_MAX:.4g} (float32), got {list(values)}"
+            ) from None
+    check_count("epoch_counts", max(getattr(space, "epochs", ()), default=None), MAX_EPOCHS)
+    check_count("round_counts", max(getattr(space, "rounds", ()), default=None), MAX_ROUNDS)
+
+
+def check_run_settings(seed: object, root_output_dir: str, experiment_name: str, **floats: object) -> None:
+    """The checks every run config shares: output folder, seed range, finite float32 settings."""
+    check_output(root_output_dir, experiment_name)
+    try:
+        check_seed(seed)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    check_float32(**floats)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +195,12 @@ class CentralizedConfig:
     local_dp: LocalDpConfig | None = None
 
     def __post_init__(self) -> None:
+        floats = ("sampling_rate", "learning_rate", "momentum", "l2_norm_clip", "noise_multiplier",
+                  "target_epsilon", "delta", "preprocessing_share")  # fmt: skip
+        check_run_settings(
+            self.seed, self.root_output_dir, self.experiment_name, **{f: getattr(self, f) for f in floats}
+        )
+        check_count("epochs", self.epochs, MAX_EPOCHS)
         checks = [
             (self.epochs is None or self.epochs > 0, f"epochs must be > 0, got {self.epochs}"),
             (

@@ -35,6 +35,7 @@ from privacy.config import DP_SGD_ENGINES, DpSgdConfig, check_delta
 from privacy.private_selection import RunsDistribution
 from privacy.randomness import derive_seed
 from privacy.report import privacy_report, randomness_report
+from training.centralized_config import check_run_settings, check_search_space
 from training.progress import Progress
 from training.run_folder import RunFolder, csv_text, save_model_in_fresh_process, write_scalars
 from training.search_space import (
@@ -90,6 +91,11 @@ class TuningConfig:
             object.__setattr__(
                 self, "score_noise", DEFAULT_SCORE_NOISE[self.pipeline]
             )  # frozen: resolve once
+        check_run_settings(
+            self.seed, self.root_output_dir, self.experiment_name, target_epsilon=self.target_epsilon,
+            delta=self.delta, score_noise=self.score_noise, validation_fraction=self.validation_fraction,
+        )  # fmt: skip
+        check_search_space(self.space)
         checks = [
             (self.target_epsilon > 0, f"target_epsilon must be > 0, got {self.target_epsilon}"),
             (0 < self.delta < 1, f"delta must be in (0, 1), got {self.delta}"),

@@ -147,21 +147,35 @@ ArmRunner = Callable[[ArmSpec, ComparisonConfig, Dataset, str], ArmOutcome]
 Auditor = Callable[[str, Dataset, int, ComparisonConfig], dict[str, Any]]
 
 
+_DIVERGED_HINT = {
+    "centralized": "lower --central_learning_rate or --central_clip",
+    "federated": "lower --fed_client_learning_rate (--fed_example_client_learning_rate) or "
+    "--fed_server_learning_rate",
+}
+
+
 def run_pipeline_arm(spec: ArmSpec, config: ComparisonConfig, dataset: Dataset, arms_root: str) -> ArmOutcome:
     """Runs the arm through training.centralized.run or training.federated.run."""
+    from training.progress import Diverged
+
     cfg = pipeline_config(spec, config, dataset.num_train, arms_root)
     if spec.arm == "central_dp_tuned":
         return _run_tuned_arm(cfg, dataset)
-    if spec.pipeline == "centralized":
-        from training import centralized
+    try:
+        if spec.pipeline == "centralized":
+            from training import centralized
 
-        res = centralized.run(cfg, dataset=dataset, verbose=False)
-        fed = (None, None)
-    else:
-        from training import federated
+            res = centralized.run(cfg, dataset=dataset, verbose=False)
+            fed = (None, None)
+        else:
+            from training import federated
 
-        res = federated.run(cfg, dataset=dataset, verbose=False)
-        fed = (res.privacy.get("num_clients"), cfg.clients_per_round)
+            res = federated.run(cfg, dataset=dataset, verbose=False)
+            fed = (res.privacy.get("num_clients"), cfg.clients_per_round)
+    except Diverged as e:  # the hint in this binary's flags (a rerun of the comparison says it again)
+        raise Diverged(
+            f"{e.where} of arm {spec.arm_id}", e.reason, _DIVERGED_HINT[spec.pipeline], e.folder
+        ) from None
     return ArmOutcome(
         output_dir=res.output_dir,
         test_accuracy=float(res.test_accuracy),

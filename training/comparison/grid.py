@@ -26,8 +26,9 @@ from typing import Any
 
 from data.datasets import Dataset
 from models.specs import check_init
+from privacy.randomness import check_seed
+from training.centralized_config import MAX_EPOCHS, MAX_ROUNDS, check_count, check_float32, check_output
 from training.metrics import default_metric, is_metric, metric_names
-from training.run_folder import check_experiment_name
 
 DEFAULT_ARMS = ("central_nondp", "central_dp", "fed_nondp", "fed_dp", "fed_dp_example")
 # central_label_ldp: non-private training on labels released by randomized response at the
@@ -133,6 +134,8 @@ class ComparisonConfig:
         _check(0 < self.delta < 1, f"delta must be in (0, 1), got {self.delta}")
         _check(len(self.seeds) > 0, "the seed list is empty")
         _check(all(s >= 0 for s in self.seeds), f"seeds must be >= 0, got {list(self.seeds)}")
+        for seed in self.seeds:
+            check_seed(seed, "--seeds")
         _check(len(set(self.seeds)) == len(self.seeds), f"seeds repeat: {list(self.seeds)}")
         _check(self.accountant in ("rdp", "pld"), f"accountant must be rdp or pld, got {self.accountant}")
         for key in ("audit_canaries", "audit_example_canaries", "audit_canary_clients"):
@@ -154,7 +157,14 @@ class ComparisonConfig:
             self.positive_fraction is None or 0 <= self.positive_fraction <= 1,
             f"positive_fraction must be in [0, 1], got {self.positive_fraction}",
         )
-        check_experiment_name(self.experiment_name)
+        check_output(self.root_output_dir, self.experiment_name)
+        floats = ("delta", "central_learning_rate", "central_clip", "fed_client_learning_rate",
+                  "fed_server_learning_rate", "fed_clip", "fed_example_client_learning_rate",
+                  "positive_fraction")  # fmt: skip
+        check_float32(**{f: getattr(self, f) for f in floats})
+        check_count("central_epochs", self.central_epochs, MAX_EPOCHS)
+        check_count("fed_rounds", self.fed_rounds, MAX_ROUNDS)
+        check_count("fed_example_rounds", self.fed_example_rounds, MAX_ROUNDS)
         check_init(self.model, self.model_init)  # the spec's form and the init (files: in validate)
         positive = {
             "central_epochs": self.central_epochs,

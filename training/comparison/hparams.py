@@ -8,6 +8,7 @@ import shutil
 from collections.abc import Mapping
 from typing import Any
 
+from privacy.randomness import SEED_MAX
 from training.comparison.grid import ARMS, UNITS, ComparisonConfig
 
 HPARAM_METRICS = {
@@ -35,7 +36,7 @@ def _hparams_domain(config: ComparisonConfig):
         "noise_multiplier": hp.HParam("noise_multiplier", hp.RealInterval(0.0, 1e6)),
         "l2_norm_clip": hp.HParam("l2_norm_clip", hp.RealInterval(0.0, 1e6)),
         "clients_per_round": hp.HParam("clients_per_round", hp.IntInterval(0, 10**9)),
-        "seed": hp.HParam("seed", hp.IntInterval(0, 10**9)),
+        "seed": hp.HParam("seed", hp.IntInterval(0, SEED_MAX)),
     }
 
 

@@ -39,9 +39,10 @@ def has_checkpoint(ckpt_dir: str) -> bool:
 
 
 def check_resumable(config: FederatedConfig, dp: DpFedAvgConfig) -> None:
-    """ValueError if the run folder holds checkpoints of a run with other settings (nothing written)."""
+    """ValueError if the run folder holds checkpoints, or a privacy.json (a run that diverged before
+    its first checkpoint), of a run with other settings (nothing written)."""
     from training.run_folder import RunFolder
 
-    if has_checkpoint(checkpoint_dir(config)):
-        folder = RunFolder(config.root_output_dir, config.experiment_name)
+    folder = RunFolder(config.root_output_dir, config.experiment_name)
+    if has_checkpoint(checkpoint_dir(config)) or os.path.exists(folder.file(RunFolder.PRIVACY)):
         folder.check_same_run(fingerprint(config, dp), os.path.join("checkpoints", RunFolder.RUN_CONFIG))

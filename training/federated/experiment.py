@@ -21,6 +21,7 @@ from privacy.local_dp import LocalDpConfig
 from privacy.report import privacy_report as build_report
 from privacy.report import randomness_report
 from training import table_preprocessing
+from training.centralized_config import MAX_ROUNDS, check_count, check_run_settings
 from training.inputs import with_local_dp
 
 AGGREGATORS = ("none", "fixed", "adaptive", "tree")
@@ -95,6 +96,13 @@ class FederatedConfig:
     local_dp: LocalDpConfig | None = None  # data-level noise on each client's records
 
     def __post_init__(self) -> None:
+        floats = ("dirichlet_alpha", "client_learning_rate", "server_learning_rate", "fedprox_mu",
+                  "clip_norm", "noise_multiplier", "target_epsilon", "delta", "target_unclipped_quantile",
+                  "clipped_count_stddev", "preprocessing_share")  # fmt: skip
+        check_run_settings(
+            self.seed, self.root_output_dir, self.experiment_name, **{f: getattr(self, f) for f in floats}
+        )
+        check_count("rounds", self.rounds, MAX_ROUNDS)
         _check(  # "arrays": data handed over in memory by the Python API (ppml)
             self.dataset in (*FEDERATED_DATASETS, "arrays"), f"dataset must be one of {FEDERATED_DATASETS}"
         )

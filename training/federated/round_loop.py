@@ -25,6 +25,7 @@ import dataclasses
 import math
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -35,10 +36,11 @@ from privacy import accounting
 from privacy.auditing.canaries import ExampleCanaries, UpdateCanaries
 from privacy.config import DpFedAvgConfig
 from training import table_preprocessing
+from training.centralized_config import NonPrivateLedger
 from training.federated import checkpoints
 from training.federated.experiment import FederatedConfig, noise_seed, prepare, privacy_report
 from training.federated.process import build_process, loss_and_metrics
-from training.progress import Progress
+from training.progress import Diverged, Progress, divergence
 from training.run_folder import RunFolder, write_scalars
 
 
@@ -105,7 +107,7 @@ class Plan:
     config: FederatedConfig
     population: ClientPopulation
     dp: DpFedAvgConfig
-    ledger: list[float]
+    ledger: Sequence[float]  # epsilon after each round (NonPrivateLedger: inf, without a list)
     rounds: int  # planned: the budget may stop the run before config.rounds
     folder: RunFolder
     canary_clients: ExampleCanaries | None = None  # black box, inserted into `population`
@@ -130,7 +132,7 @@ def plan_run(config: FederatedConfig, dataset: Dataset | ClientPopulation | None
         from training.federated.execution_context import check_reachable
 
         check_reachable(config.workers)
-    ledger = accounting.fedavg_epsilon_per_round(dp) if dp.is_private else [math.inf] * config.rounds
+    ledger = accounting.fedavg_epsilon_per_round(dp) if dp.is_private else NonPrivateLedger(config.rounds)
     rounds = accounting.plan_within_budget(
         ledger,
         config.target_epsilon if dp.is_private else None,
@@ -179,12 +181,22 @@ def run(
     return launch(plan_run(config, dataset), flags, verbose)
 
 
-def launch(plan: Plan, flags: dict[str, Any] | None = None, verbose: bool = True) -> FederatedResult:
-    """Creates the run folder (flags.txt first), then trains in a TFF context that owns its worker."""
+def launch(
+    plan: Plan, flags: dict[str, Any] | None = None, verbose: bool = True, stop_on_divergence: bool = True
+) -> FederatedResult:
+    """Creates the run folder (flags.txt first), then trains in a TFF context that owns its worker.
+
+    `stop_on_divergence`: a round whose global weights (or, without DP, train loss) are not finite
+    stops the run with `Diverged`, and so does a rerun of a run that stopped so (nothing is redone).
+    The private search turns it off: a trial that diverges only scores badly."""
     from training.federated import execution_context
 
     start = time.time()
     config, folder = plan.config, plan.folder
+    if stop_on_divergence and os.path.exists(folder.file(RunFolder.PRIVACY)):
+        diverged = Diverged.recorded(folder.read_json(RunFolder.PRIVACY), _hint(plan), folder.path)
+        if diverged is not None:  # the same settings diverge again: nothing to redo
+            raise diverged
     folder.create()
     if flags is not None:
         folder.write_flags(flags)
@@ -194,7 +206,7 @@ def launch(plan: Plan, flags: dict[str, Any] | None = None, verbose: bool = True
         os.path.join("checkpoints", "run_config.json"), checkpoints.fingerprint(config, plan.dp)
     )
     with execution_context.execution_context(list(config.workers) if config.workers else None):
-        return _train(plan, ckpt_dir, start, verbose)
+        return _train(plan, ckpt_dir, start, verbose, stop_on_divergence)
 
 
 def _evaluator(config: FederatedConfig, population: ClientPopulation, process):
@@ -219,18 +231,15 @@ def _evaluator(config: FederatedConfig, population: ClientPopulation, process):
     return eval_model, evaluate
 
 
-def _train(plan: Plan, ckpt_dir: str, start: float, verbose: bool) -> FederatedResult:
+def _train(
+    plan: Plan, ckpt_dir: str, start: float, verbose: bool, stop_on_divergence: bool
+) -> FederatedResult:
     import tensorflow as tf
     import tensorflow_federated as tff
 
     config, dp, population, ledger, planned, folder = (
-        plan.config,
-        plan.dp,
-        plan.population,
-        plan.ledger,
-        plan.rounds,
-        plan.folder,
-    )
+        plan.config, plan.dp, plan.population, plan.ledger, plan.rounds, plan.folder
+    )  # fmt: skip
     process = build_process(config, dp, population)
     loop = asyncio.new_event_loop()  # the state manager is async; never asyncio.run() (see field notes)
     try:
@@ -265,6 +274,8 @@ def _train(plan: Plan, ckpt_dir: str, start: float, verbose: bool) -> FederatedR
             progress.history.append(row)
             write_scalars(tb, r, released(row, dp.is_private), skip=("round",))
             report.step(r, _round_text(released(row, dp.is_private), planned, dp.is_private))
+            if stop_on_divergence:
+                _stop_if_diverged(plan, process.get_model_weights(state), row, progress, tb)
             if r % config.checkpoint_every == 0 or r == planned:
                 checkpoint(r)
         if planned < config.rounds:
@@ -297,6 +308,46 @@ def _train(plan: Plan, ckpt_dir: str, start: float, verbose: bool) -> FederatedR
         )
     finally:
         loop.close()
+
+
+def _hint(plan: Plan) -> str:
+    return "lower --client_learning_rate or --server_learning_rate" + (
+        " or --clip_norm" if plan.dp.is_private else ""
+    )
+
+
+def _stop_if_diverged(plan: Plan, weights, row: dict[str, Any], progress: _Progress, tb) -> None:
+    """Raises `Diverged` after round `row` if the global weights (a DP run's released iterate) or the
+    test loss are not finite or, without DP, the train loss is, or every sampled client's update was
+    (TFF drops those: zero weight, metrics reset, so num_examples is 0). A DP run's train statistics
+    are the sampled clients' and no mechanism covers them: its stop must not depend on them.
+
+    Its outputs first, as a budget stop's without the model (useless) and with no new checkpoint:
+    metrics.csv and a privacy.json of exactly the rounds taken, recording the divergence."""
+    import tensorflow as tf
+
+    losses = {"test loss": row.get("test_loss")}
+    if not plan.dp.is_private:
+        losses["train loss"] = row.get("train_loss")
+    reasons = [divergence(losses, [*weights.trainable, *weights.non_trainable])]
+    if not plan.dp.is_private and row.get("clients") and row.get("train_num_examples") == 0:
+        reasons.append("every client update non-finite")
+    reason = ", ".join(r for r in reasons if r)
+    if not reason:
+        return
+    config, r, population = plan.config, row["round"], plan.population
+    stop = Diverged(f"round {r}", reason, _hint(plan), plan.folder.path)
+    privacy = privacy_report(
+        config, plan.dp, r, progress.empty_rounds, population.local_dp_report, _fitted(population)
+    )
+    privacy.update(stopped_early_for_budget=False, diverged={"round": r, **stop.record()})
+    if tb is not None:
+        with tb.as_default(step=r):
+            tf.summary.text("privacy_statement", privacy["statement"])
+        tb.flush()
+    _write_rounds(plan.folder, progress.history, plan.dp.is_private)
+    plan.folder.write_privacy(privacy)
+    raise stop
 
 
 def _audit(plan: Plan, eval_model, privacy: dict[str, Any], tb) -> dict[str, Any] | None:
