@@ -345,8 +345,8 @@ def _category_codes(values: np.ndarray, vocabulary: tuple[str, ...]) -> np.ndarr
     the python strings directly (an `astype(str)` copy of 100,000 rows took most of `encode`)."""
     import pandas as pd
 
-    if values.dtype != object or not all(isinstance(v, str) for v in values[:1000]):
-        values = values.astype(str).astype(object)
+    if values.dtype != object or pd.api.types.infer_dtype(values, skipna=False) != "string":
+        values = values.astype(str).astype(object)  # as the fit reads them: None -> "None", 3 -> "3"
     codes = pd.Categorical(values, categories=list(vocabulary)).codes
     return np.asarray(codes, dtype=np.int64)
 

@@ -22,7 +22,7 @@ from privacy import accounting
 from privacy.config import DpSgdConfig, check_delta
 from privacy.preprocessing import Fitted
 from privacy.report import privacy_report, randomness_report, reported_epsilon
-from training import table_preprocessing
+from training import interrupts, table_preprocessing
 from training.canary_audit import (
     AUDIT_FILE,
     BLACK_BOX_EXAMPLES,
@@ -404,6 +404,7 @@ def train(plan: Plan, progress: Progress | None = None) -> CentralizedResult:
     return _result(plan, history[-1], privacy, time.time() - start, released, audit, history)
 
 
+@interrupts.deferred()  # the model, metrics.csv and privacy.json: all of them or (a signal before) none
 def _write_outputs(plan: Plan, tb, history: list[dict[str, Any]], privacy: dict, model=None) -> list[dict]:
     """The statement in TensorBoard, the model (when given), metrics.csv (the released columns; a DP
     run's full rows in not_for_release/), privacy.json last; returns the released rows.

@@ -21,11 +21,13 @@ than `grace_s` (TFF's gRPC threads can otherwise hold the process).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -89,10 +91,27 @@ def _stopping() -> bool:
     return False
 
 
+_deferring: list[int] = []  # open `deferred` blocks (main thread)
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Inside (also as a decorator), a signal waits until the block has ended: files that must agree
+    (a checkpoint and the privacy.json that accounts for it; a model and its privacy.json) are written
+    together or not at all. The watchdog still bounds the wait; a second signal exits at once."""
+    _deferring.append(1)
+    try:
+        yield
+    finally:
+        _deferring.pop()
+    if _interrupted and not _deferring and not _stopping():
+        raise Interrupted(_interrupted[0])
+
+
 def _handle(signum: int, frame: Any) -> None:
     if _redelivering:  # our re-delivery: raise again only if the first exception was swallowed
         _redelivering.clear()
-        if _stopping():
+        if _stopping() or _deferring:
             return
         raise Interrupted(signum)
     if _interrupted:  # a second Ctrl-C while unwinding: the user means it
@@ -100,6 +119,8 @@ def _handle(signum: int, frame: Any) -> None:
     _interrupted.append(signum)
     _hard_exit_later(128 + signum, _grace_s)
     _redeliver_until_exit(signum)
+    if _deferring:  # `deferred` raises it when its block ends
+        return
     raise Interrupted(signum)
 
 

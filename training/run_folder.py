@@ -197,20 +197,31 @@ def check_output_dir(path: str) -> None:
 
 LOCK_FILE = ".lock"
 _held_locks: dict[str, int] = {}  # real path of a run folder -> the descriptor this process locked
+# real path of a run folder -> {file name: its state when a check read it}, until the lock is taken
+_watched: dict[str, dict[str, tuple[int, int, int] | None]] = {}
+
+
+def _state(path: str) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
 
 
 class FolderInUse(Exception):
     """Another process is writing the run folder (or wrote a different run there since the checks)."""
 
 
-def lock_folder(path: str) -> None:
-    """Takes the folder's exclusive lock (flock on `LOCK_FILE`) for this process, or raises FolderInUse.
+def lock_folder(path: str) -> bool:
+    """Takes the folder's exclusive lock (flock on `LOCK_FILE`) for this process, or raises FolderInUse;
+    True when it was taken now (False: this process held it already).
 
     Held until `release_folders` or the process ends (the kernel drops it even on SIGKILL, so a
     killed run never blocks its resume); the descriptor is not inherited by child processes."""
     key = os.path.realpath(path)
     if key in _held_locks:
-        return
+        return False
     fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666 & ~_UMASK)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -221,10 +232,12 @@ def lock_folder(path: str) -> None:
             "--experiment_name"
         ) from None
     _held_locks[key] = fd
+    return True
 
 
 def release_folders() -> None:
     """Gives up every folder lock this process holds (the Python API, after each call)."""
+    _watched.clear()
     while _held_locks:
         os.close(_held_locks.popitem()[1])
 
@@ -232,8 +245,9 @@ def release_folders() -> None:
 class RunFolder:
     """<root_output_dir>/<experiment_name>/ and the files every run writes there.
 
-    `create` takes the folder's lock (one run per folder at a time) and repeats, under the lock, the
-    same-run checks made before it: a run that started at the same moment cannot slip in between.
+    `create` takes the folder's lock (one run per folder at a time) and refuses when a file that the
+    checks before it read (`watch`: run_config.json, checkpoints) changed since: a run that started
+    or finished at the same moment cannot slip in between the checks and the first write.
     """
 
     FLAGS, PRIVACY, METRICS, TENSORBOARD, MODEL, RUN_CONFIG = (
@@ -251,7 +265,6 @@ class RunFolder:
     def __init__(self, root_output_dir: str, experiment_name: str) -> None:
         check_experiment_name(experiment_name)
         self.path = os.path.join(root_output_dir, experiment_name)
-        self._checked: list[tuple[Mapping[str, Any], str]] = []  # check_same_run's, redone by create
 
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)
@@ -266,13 +279,20 @@ class RunFolder:
             os.makedirs(self.path, exist_ok=True)
         except OSError as e:
             raise ValueError(f"cannot create output folder {self.path}: {e.strerror}") from e
-        lock_folder(self.path)
-        for fingerprint, name in self._checked:
-            try:
-                self.check_same_run(fingerprint, name)
-            except ValueError as e:
-                raise FolderInUse(f"another run wrote to the folder meanwhile: {e}") from None
+        if lock_folder(self.path):
+            seen = _watched.pop(os.path.realpath(self.path), {})
+            changed = sorted(name for name, state in seen.items() if _state(self.file(name)) != state)
+            if changed:
+                raise FolderInUse(
+                    f"another run wrote to the folder meanwhile ({', '.join(changed)} in {self.path}); "
+                    "run the command again"
+                )
         return self
+
+    def watch(self, name: str) -> None:
+        """Records `name`'s state (or absence) as a check read it; `create` refuses if it changed."""
+        files = _watched.setdefault(os.path.realpath(self.path), {})
+        files.setdefault(name, _state(self.file(name)))
 
     def write_text(self, name: str, text: str) -> None:
         """Writes `name` atomically, and not at all when it already holds exactly `text`."""
@@ -301,8 +321,7 @@ class RunFolder:
 
         Checked before anything is written: a mistyped rerun never touches the earlier run's files.
         """
-        if (fingerprint, name) not in self._checked:
-            self._checked.append((fingerprint, name))
+        self.watch(name)
         path = self.file(name)
         if not os.path.exists(path):
             return

@@ -128,11 +128,13 @@ def fit_for_run(
         if epsilon is None:
             epsilon = training_epsilon() / (1 - (AUTO_SHARE_RANGE[1] if share is None else share))
         if share is None:
-            units = dataset.num_train if users is None else sum(1 for rows in users if len(rows))
+            units = dataset.num_train if users is None else len(users)  # clients: public, as in accounting
             histograms = preprocessing.released_histograms(dataset.table.schema)
             share = auto_share(units, histograms, epsilon, delta, adjacency)
     share = AUTO_SHARE_RANGE[1] if share is None else share  # unused unless private
     planned = plan_preprocessing(dataset, mode, dp, share, epsilon, delta, adjacency)
+    if target_epsilon is None and planned.mode == "private":  # no target to be a share of: privacy.json
+        planned = dataclasses.replace(planned, budget_share=None)  # gives epsilon_alone and the total
     weights = None
     if users is not None:
         weights = np.zeros(dataset.num_train)
@@ -175,8 +177,8 @@ def privacy_details(fitted: Fitted, adjacency: str, delta: float) -> dict:
 def statement_note(fitted: Fitted) -> str:
     """The privacy statement's sentence about a table's preprocessing and schema."""
     schema = (
-        "The table's schema (column names and kinds, the label's classes) and its number of rows (which "
-        "sizes the defaults and the statistics' share) are treated as public."
+        "The table's schema (column names and kinds, the label's classes) and its number of rows or "
+        "clients (which size the defaults and the statistics' share) are treated as public."
     )
     if fitted.mode == "non_private":
         return (

@@ -122,6 +122,31 @@ except interrupts.Interrupted as e:
 """
 
 
+_DEFERRED = """
+import os, signal, time
+from training import interrupts
+
+interrupts.install(grace_s=30)
+try:
+    with interrupts.deferred():  # e.g. a checkpoint and the privacy.json that accounts for it
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(3 * interrupts.REDELIVER_S)  # the re-delivery waits too
+        print("block done")
+    print("not stopped")
+except interrupts.Interrupted as e:
+    print("stopped", e.code)
+"""
+
+
+def test_a_deferred_block_ends_before_the_interrupt(repo):
+    """A signal inside `deferred` (checkpoint + privacy.json; model + privacy.json) is raised when the
+    block has ended, so the two files never disagree."""
+    proc = subprocess.run([sys.executable, "-c", _DEFERRED], cwd=repo, capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:2] == ["block done", "stopped 143"], proc.stdout
+
+
 def test_a_swallowed_interrupt_is_raised_again(repo):
     """A library's bare `except:` (jax's import-time `import etils.epath`) swallowed the Interrupted a
     signal raised: the run went on until the watchdog exited hard (CI, under load). It comes back."""

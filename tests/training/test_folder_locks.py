@@ -87,3 +87,23 @@ def test_a_binary_into_a_held_folder_gets_one_line(held_by_another_process, run_
     assert len(lines) == 1 and "in use by another run" in lines[0] and "Traceback" not in proc.stderr
     assert sorted(os.listdir(held_by_another_process)) == before  # nothing written
     assert time.time() - start < 300
+
+
+def test_an_unchanged_folder_passes_and_a_checkpoint_written_meanwhile_is_refused(tmp_path):
+    """A resume whose checked files did not change takes the lock; a federated run that found no
+    checkpoint is refused if another run wrote one before the lock was taken."""
+    folder = RunFolder(str(tmp_path), "exp")
+    os.makedirs(folder.path)
+    (tmp_path / "exp" / RunFolder.RUN_CONFIG).write_text(json.dumps({"seed": 1}))
+    folder.check_same_run({"seed": 1})
+    try:
+        folder.create()  # unchanged since the check
+    finally:
+        release_folders()
+    other = RunFolder(str(tmp_path), "exp")
+    other.watch(os.path.join("checkpoints", RunFolder.RUN_CONFIG))  # absent when checked
+    os.makedirs(tmp_path / "exp" / "checkpoints")
+    (tmp_path / "exp" / "checkpoints" / RunFolder.RUN_CONFIG).write_text("{}")
+    with pytest.raises(FolderInUse, match="checkpoints/run_config.json"):
+        RunFolder(str(tmp_path), "exp").create()  # another instance, the same folder
+    release_folders()

@@ -44,5 +44,8 @@ def check_resumable(config: FederatedConfig, dp: DpFedAvgConfig) -> None:
     from training.run_folder import RunFolder
 
     folder = RunFolder(config.root_output_dir, config.experiment_name)
+    folder.watch(RunFolder.PRIVACY)  # a run starting meanwhile is refused when the folder is locked
     if has_checkpoint(checkpoint_dir(config)) or os.path.exists(folder.file(RunFolder.PRIVACY)):
         folder.check_same_run(fingerprint(config, dp), os.path.join("checkpoints", RunFolder.RUN_CONFIG))
+    else:
+        folder.watch(os.path.join("checkpoints", RunFolder.RUN_CONFIG))

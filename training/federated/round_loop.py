@@ -35,7 +35,7 @@ from data.datasets import Dataset
 from privacy import accounting
 from privacy.auditing.canaries import ExampleCanaries, UpdateCanaries
 from privacy.config import DpFedAvgConfig
-from training import table_preprocessing
+from training import interrupts, table_preprocessing
 from training.centralized_config import NonPrivateLedger
 from training.federated import checkpoints
 from training.federated.experiment import FederatedConfig, noise_seed, prepare, privacy_report
@@ -254,6 +254,7 @@ def _train(
             report.note(f"resuming after round {done} from {ckpt_dir}")
         eval_model, evaluate = _evaluator(config, population, process)
 
+        @interrupts.deferred()  # the checkpoint and the privacy.json that accounts for it, together
         def checkpoint(r: int) -> None:
             # metrics.csv first: after a crash it may run ahead of the checkpoint (resume drops
             # the extra rows), but never behind it.
