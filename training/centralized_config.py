@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import unicodedata
 from collections.abc import Sequence
 
 from models.specs import check_init
 from privacy.config import ACCOUNTANTS, DP_SGD_ENGINES, EXAMPLE_SAMPLINGS
 from privacy.local_dp import LocalDpConfig
 from privacy.randomness import check_seed
+from training.run_folder import check_experiment_name, check_root_output_dir
 
 LR_SCHEDULES = ("constant", "cosine")
 # Sane bounds: far beyond any useful run, and small enough that the per-epoch / per-round ledgers,
@@ -25,11 +24,6 @@ LR_SCHEDULES = ("constant", "cosine")
 MAX_EPOCHS = 1_000_000
 MAX_ROUNDS = 10_000_000
 FLOAT32_MAX = 3.4028234663852886e38  # TensorFlow computes in float32: a larger value becomes inf
-# Bytes of a folder name kept free for the temporary names the code makes beside a file or folder it
-# replaces (training/run_folder.py: ".tmp-XXXXXXXX" + name, ".tmp-model-XXXXXXXX", ".old-model-...",
-# ".ppml-write-check-XXXXXXXX": at most 26 bytes), so no such name can exceed the filesystem's limit.
-NAME_RESERVE = 32
-_CONTROL = ("Cc", "Cf", "Cs", "Zl", "Zp")  # control, format, surrogate, line/paragraph separators
 
 
 class ConfigError(ValueError):
@@ -54,53 +48,13 @@ class NonPrivateLedger(Sequence[float]):
         return math.inf
 
 
-def _name_max(root_output_dir: str) -> int:
-    """The filesystem's longest file name (bytes) where the run folder would be made; 255 if unknown."""
-    probe = os.path.abspath(root_output_dir or ".")
-    while not os.path.isdir(probe) and os.path.dirname(probe) != probe:
-        probe = os.path.dirname(probe)
-    try:
-        return int(os.pathconf(probe, "PC_NAME_MAX"))
-    except (OSError, ValueError):
-        return 255
-
-
-def check_experiment_name(name: object, root_output_dir: str = ".", flag: str = "--experiment_name") -> None:
-    """ConfigError unless `name` is one plain folder name that flags.txt can hold and the filesystem
-    can create: not empty, '.' or '..', no path separator, no control character (a newline would split
-    flags.txt's line), no surrounding blanks (a --flagfile rerun strips them), short enough."""
-    if not isinstance(name, str) or name in ("", ".", ".."):
-        raise ConfigError(f"{flag} must be a plain folder name (not empty, '.' or '..'), got {name!r}")
-    bad = sorted({c for c in name if unicodedata.category(c) in _CONTROL}, key=ord)
-    if bad:
-        raise ConfigError(f"{flag} must not contain control characters, got {', '.join(map(repr, bad))}")
-    if "/" in name or "\\" in name or (os.altsep and os.altsep in name):
-        raise ConfigError(
-            f"{flag} must be a plain folder name, without '/' or '\\' (parent folders: --root_output_dir)"
-        )
-    if name != name.strip():
-        raise ConfigError(f"{flag} must not start or end with blanks (a --flagfile rerun drops them)")
-    limit = _name_max(root_output_dir) - NAME_RESERVE
-    size = len(os.fsencode(name))
-    if size > limit:
-        raise ConfigError(
-            f"{flag} is {size} bytes long; a run folder name can be at most {limit} bytes here (the "
-            f"filesystem's limit less {NAME_RESERVE} for temporary names): use a shorter name"
-        )
-
-
-def check_root_output_dir(root_output_dir: object) -> None:
-    """ConfigError when flags.txt could not hold the path (a control character splits its line)."""
-    if not isinstance(root_output_dir, str) or not root_output_dir:
-        raise ConfigError(f"--root_output_dir must be a folder path, got {root_output_dir!r}")
-    if any(unicodedata.category(c) in _CONTROL for c in root_output_dir):
-        raise ConfigError("--root_output_dir must not contain control characters (newline, tab, NUL, ...)")
-
-
 def check_output(root_output_dir: str, experiment_name: str) -> None:
-    """Both output settings of a run (every config calls this)."""
-    check_root_output_dir(root_output_dir)
-    check_experiment_name(experiment_name, root_output_dir)
+    """Both output settings of a run (every config calls this; the rules are training.run_folder's)."""
+    try:
+        check_root_output_dir(root_output_dir)
+        check_experiment_name(experiment_name, root_output_dir)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def check_float32(**values: object) -> None:

@@ -18,6 +18,7 @@ import math
 import os
 import shutil
 import tempfile
+import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -168,9 +169,59 @@ def save_staged_model(staging: str, path: str) -> None:
 # ---------------------------------------------------------------- run folders
 
 
-def check_experiment_name(experiment_name: str) -> None:
-    if not experiment_name or os.sep in experiment_name or experiment_name in (".", ".."):
-        raise ValueError(f"experiment_name must be a plain folder name, got {experiment_name!r}")
+# Bytes of a folder name kept free for the temporary names the code makes beside a file or folder it
+# replaces (".tmp-XXXXXXXX" + name, ".tmp-model-XXXXXXXX", ".old-model-...",
+# ".ppml-write-check-XXXXXXXX": at most 26 bytes), so no such name can exceed the filesystem's limit.
+NAME_RESERVE = 32
+_CONTROL = ("Cc", "Cf", "Cs", "Zl", "Zp")  # control, format, surrogate, line/paragraph separators
+
+
+def _deepest_existing(path: str) -> str:
+    """`path` or its deepest existing parent: where a folder made at `path` would be created."""
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    return probe
+
+
+def _name_max(root_output_dir: str) -> int:
+    """The filesystem's longest file name (bytes) where the run folder would be made; 255 if unknown."""
+    try:
+        return int(os.pathconf(_deepest_existing(root_output_dir or "."), "PC_NAME_MAX"))
+    except (OSError, ValueError):
+        return 255
+
+
+def check_experiment_name(name: object, root_output_dir: str = ".", flag: str = "--experiment_name") -> None:
+    """ValueError unless `name` is one plain folder name that flags.txt can hold and the filesystem
+    can create: not empty, '.' or '..', no path separator, no control character (a newline would split
+    flags.txt's line), no surrounding blanks (a --flagfile rerun strips them), short enough."""
+    if not isinstance(name, str) or name in ("", ".", ".."):
+        raise ValueError(f"{flag} must be a plain folder name (not empty, '.' or '..'), got {name!r}")
+    bad = sorted({c for c in name if unicodedata.category(c) in _CONTROL}, key=ord)
+    if bad:
+        raise ValueError(f"{flag} must not contain control characters, got {', '.join(map(repr, bad))}")
+    if "/" in name or "\\" in name or (os.altsep and os.altsep in name):
+        raise ValueError(
+            f"{flag} must be a plain folder name, without '/' or '\\' (parent folders: --root_output_dir)"
+        )
+    if name != name.strip():
+        raise ValueError(f"{flag} must not start or end with blanks (a --flagfile rerun drops them)")
+    limit = _name_max(root_output_dir) - NAME_RESERVE
+    size = len(os.fsencode(name))
+    if size > limit:
+        raise ValueError(
+            f"{flag} is {size} bytes long; a run folder name can be at most {limit} bytes here (the "
+            f"filesystem's limit less {NAME_RESERVE} for temporary names): use a shorter name"
+        )
+
+
+def check_root_output_dir(root_output_dir: object) -> None:
+    """ValueError when flags.txt could not hold the path (a control character splits its line)."""
+    if not isinstance(root_output_dir, str) or not root_output_dir:
+        raise ValueError(f"--root_output_dir must be a folder path, got {root_output_dir!r}")
+    if any(unicodedata.category(c) in _CONTROL for c in root_output_dir):
+        raise ValueError("--root_output_dir must not contain control characters (newline, tab, NUL, ...)")
 
 
 def check_output_dir(path: str) -> None:
@@ -179,12 +230,7 @@ def check_output_dir(path: str) -> None:
     The deepest existing folder on the way is tried for real (a temporary folder made and removed):
     permission bits do not tell, e.g. root may "write" /proc but cannot create anything there.
     """
-    probe = os.path.abspath(path)
-    while not os.path.exists(probe):
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            break
-        probe = parent
+    probe = _deepest_existing(path)
     if not os.path.isdir(probe):
         raise ValueError(f"cannot create output folder {path}: {probe} exists and is not a folder")
     try:
@@ -263,7 +309,7 @@ class RunFolder:
     NOT_FOR_RELEASE = "not_for_release"
 
     def __init__(self, root_output_dir: str, experiment_name: str) -> None:
-        check_experiment_name(experiment_name)
+        check_experiment_name(experiment_name, root_output_dir)
         self.path = os.path.join(root_output_dir, experiment_name)
 
     def file(self, name: str) -> str:

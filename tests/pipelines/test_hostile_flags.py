@@ -15,17 +15,11 @@ import pytest
 from privacy.private_selection import RunsDistribution
 from privacy.randomness import SEED_MAX
 from tests.pipelines.test_bad_input import _one_line_error, _snapshot
-from training.centralized_config import (
-    MAX_EPOCHS,
-    MAX_ROUNDS,
-    NAME_RESERVE,
-    CentralizedConfig,
-    NonPrivateLedger,
-    check_experiment_name,
-)
+from training.centralized_config import MAX_EPOCHS, MAX_ROUNDS, CentralizedConfig, NonPrivateLedger
 from training.comparison import ComparisonConfig
 from training.federated import FederatedConfig
 from training.progress import Diverged, divergence
+from training.run_folder import NAME_RESERVE, check_experiment_name
 from training.tuning import SearchSpace, TuningConfig
 
 
