@@ -387,11 +387,8 @@ def train(plan: Plan, progress: Progress | None = None) -> CentralizedResult:
     try:
         model = fit(plan, observer, evaluate)
     except Diverged as stop:  # as a budget stop, without the model (useless) or an audit
-        divergence_record = {
-            "stopped_early_for_budget": False,
-            "diverged": {"epoch": len(history), **stop.record()},
-        }
-        _write_outputs(plan, tb, history, _report(plan, len(history)) | divergence_record)
+        done = len(history)
+        _write_outputs(plan, tb, history, _report(plan, done) | stop.report_fields("epoch", done))
         raise
     if plan.epochs < config.epochs:
         progress.note(

@@ -106,6 +106,10 @@ class Diverged(RuntimeError):
         """What privacy.json keeps of it (`recorded` reads it back)."""
         return {"at": self.where, "reason": self.reason}
 
+    def report_fields(self, unit: str, count: int) -> dict[str, Any]:
+        """privacy.json's fields for a run that stopped so after `count` epochs or rounds (`unit`)."""
+        return {"stopped_early_for_budget": False, "diverged": {unit: count, **self.record()}}
+
 
 def all_finite(arrays: Iterable[Any]) -> bool:
     """Every value of every array (weights: numpy arrays or tf.Variables) is finite."""

@@ -341,7 +341,7 @@ def _stop_if_diverged(plan: Plan, weights, row: dict[str, Any], progress: _Progr
     privacy = privacy_report(
         config, plan.dp, r, progress.empty_rounds, population.local_dp_report, _fitted(population)
     )
-    privacy.update(stopped_early_for_budget=False, diverged={"round": r, **stop.record()})
+    privacy.update(stop.report_fields("round", r))
     if tb is not None:
         with tb.as_default(step=r):
             tf.summary.text("privacy_statement", privacy["statement"])
