@@ -4,7 +4,8 @@ Why before: `open()` on a FIFO blocks forever, a device (/dev/zero) never ends, 
 a terabyte that numpy allocates before reading a byte (MemoryError), and pandas mangles a repeated CSV
 column name into a new feature (`label.1`: the label leaks into the inputs) and takes time quadratic in
 the header's width when there are no rows. Every check here reads only metadata (stat, zip directory,
-.npy headers, the CSV's first record) in time linear in its size, and raises `DatasetError`.
+.npy headers, the CSV's first record) in time linear in its size, and raises `DatasetError`;
+`BoundedReader` caps what a decompressing stream may give (a gzip bomb is never decompressed whole).
 """
 
 from __future__ import annotations
@@ -85,13 +86,35 @@ def _size(n: int) -> str:
     return f"{n / 2**30:.1f} GiB" if n >= 2**27 else f"{n:,} bytes"
 
 
-def _fits_in_memory(path: str, need: int) -> None:
+def fits_in_memory(
+    path: str, need: int, holds: str = "holds arrays of", fix: str = "use a smaller file (or free memory)"
+) -> None:
+    """Refuses `need` bytes (what `path` `holds`) beyond the memory available now, saying how to `fix` it."""
     available = _available_memory()
     if need > available:
         raise DatasetError(
-            f"{path} holds arrays of {_size(need)}, more than the {_size(available)} of memory available; "
-            "use a smaller file (or free memory)"
+            f"{path} {holds} {_size(need)}, more than the {_size(available)} of memory available; {fix}"
         )
+
+
+class BoundedReader:
+    """A read-only stream over `stream` that refuses, with `DatasetError(message)`, to give more than `limit`
+    bytes in all: it never asks `stream` for more than `limit + 1` (a gzip bomb is decompressed only so far).
+    """
+
+    def __init__(self, stream: IO[bytes], limit: int, message: str) -> None:
+        self._stream, self._left, self._message = stream, limit, message
+
+    def read(self, size: int | None = -1) -> bytes:
+        want = self._left + 1 if size is None or size < 0 else min(size, self._left + 1)
+        data = self._stream.read(want)
+        self._left -= len(data)
+        if self._left < 0:
+            raise DatasetError(self._message)
+        return data
+
+    def close(self) -> None:  # the caller closes `stream`
+        pass
 
 
 def check_npy(path: str, what: str = ".npy file") -> None:
@@ -102,7 +125,7 @@ def check_npy(path: str, what: str = ".npy file") -> None:
             need = _npy_bytes(f, st.st_size, path)
     except OSError as e:
         raise DatasetError(f"cannot read {path}: {e.strerror}") from None
-    _fits_in_memory(path, need)
+    fits_in_memory(path, need)
 
 
 def check_npz(path: str, names: Iterable[str] | None = None, what: str = ".npz file") -> None:
@@ -123,7 +146,7 @@ def check_npz(path: str, names: Iterable[str] | None = None, what: str = ".npz f
         raise DatasetError(f"{path} is not a readable .npz file ({' '.join(str(e).split())})") from None
     except OSError as e:
         raise DatasetError(f"cannot read {path}: {e.strerror or e}") from None
-    _fits_in_memory(path, need)
+    fits_in_memory(path, need)
 
 
 def refuse_repeats(names: Sequence[str], path: str, skip_empty: bool = False) -> None:

@@ -8,6 +8,8 @@ meaningless.
 from __future__ import annotations
 
 import gzip
+import io
+import math
 import os
 import pickle
 import shutil
@@ -31,6 +33,14 @@ _FASHION_FILES = (
 _FASHION_SUBDIR = "fashion-mnist"  # where Keras caches it under ~/.keras/datasets
 _CIFAR_FOLDER = "cifar-10-batches-py"
 _CIFAR_ARCHIVE = "cifar-10-python.tar.gz"
+_REFETCH = "delete it and pass --download to refetch"
+_CHUNK = 1 << 20  # bytes decompressed at a time
+_DOWNLOAD_BYTES = 1 << 30  # the largest published file, CIFAR-10's archive, has 163 MiB
+# The real CIFAR-10 archive: 9 members (a folder, 8 files), the largest 31 MB, 178 MiB in all.
+_CIFAR_MEMBERS = 64
+_CIFAR_MEMBER_BYTES = 1 << 26
+_CIFAR_TOTAL_BYTES = 1 << 28
+_TAR_HEADER_BYTES = 1 << 20  # allowance for headers and padding beyond the members' data
 
 # file name -> (url, hash algorithm, hex digest). MNIST and CIFAR-10 digests are the ones
 # Keras 2.14 checks; Fashion-MNIST's are the MD5s published by Zalando Research.
@@ -91,7 +101,13 @@ def _download(fname: str, dest: str) -> None:
     try:
         digest = hashlib.new(algorithm, usedforsecurity=False)  # md5 is an integrity check here
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
-            while chunk := response.read(1 << 20):
+            size = 0
+            while chunk := response.read(_CHUNK):
+                size += len(chunk)
+                if size > _DOWNLOAD_BYTES:
+                    raise DatasetError(
+                        f"download of {url} is over {_DOWNLOAD_BYTES:,} bytes: not the published file"
+                    )
                 digest.update(chunk)
                 out.write(chunk)
         if digest.hexdigest() != expected:
@@ -160,28 +176,46 @@ def load_mnist(data_dir: str, download: bool = False) -> Dataset:
     return _image_dataset("mnist", *arrays, image_shape=(28, 28))
 
 
+def _idx_dims(f, path: str, ndim: int) -> list[int]:
+    """The dims in the IDX header at the start of `f`, checked against Fashion-MNIST and memory."""
+    head = f.read(4 + 4 * ndim)
+    if len(head) < 4 or head[:3] != b"\x00\x00\x08" or head[3] != ndim:
+        raise DatasetError(
+            f"{path} is not a {ndim}-d unsigned-byte IDX file (magic {head[:4].hex() or 'missing'}, "
+            f"expected 0000080{ndim})"
+        )
+    if len(head) < 4 + 4 * ndim:
+        raise DatasetError(f"{path} is truncated inside its IDX header; {_REFETCH}")
+    dims = [int.from_bytes(head[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    if ndim == 3 and dims[1:] != [28, 28]:
+        raise DatasetError(
+            f"{path} holds images of {dims[1]}x{dims[2]} pixels, Fashion-MNIST's are 28x28; {_REFETCH}"
+        )
+    file_checks.fits_in_memory(path, math.prod(dims), f"has an IDX header declaring {dims}:", _REFETCH)
+    return dims
+
+
 def _read_idx(path: str, ndim: int) -> np.ndarray:
-    """An IDX file of unsigned bytes (magic 0x000008NN, NN = number of dims, big-endian dims)."""
+    """An IDX file of unsigned bytes (magic 0x000008NN, NN = number of dims, big-endian dims).
+
+    The header is read and checked first; then at most the bytes it declares and one more (which
+    shows a file longer than its header says), in chunks: a gzip bomb is never decompressed whole.
+    """
     file_checks.regular_file(path, "Fashion-MNIST file")
     try:
         with gzip.open(path, "rb") as f:
-            data = f.read()
-    except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError; EOFError: truncated gzip
-        raise DatasetError(f"{path} is not a complete gzip file: {e}") from e
-    header = 4 + 4 * ndim
-    if len(data) < 4 or data[:3] != b"\x00\x00\x08" or data[3] != ndim:
-        raise DatasetError(
-            f"{path} is not a {ndim}-d unsigned-byte IDX file (magic {data[:4].hex() or 'missing'}, "
-            f"expected 0000080{ndim})"
-        )
-    if len(data) < header:
-        raise DatasetError(f"{path} is truncated inside its IDX header")
-    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    payload = len(data) - header
-    if payload != int(np.prod(dims)):
-        problem = "truncated" if payload < int(np.prod(dims)) else "longer than its header says"
-        raise DatasetError(f"{path} is {problem}: header says {dims} ({np.prod(dims)} bytes), has {payload}")
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+            dims = _idx_dims(f, path, ndim)
+            need = math.prod(dims)
+            data = np.empty(need + 1, np.uint8)
+            view, got = memoryview(data), 0
+            while got <= need and (n := f.readinto(view[got : min(got + _CHUNK, need + 1)])):
+                got += n
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError; EOFError: truncated gzip
+        raise DatasetError(f"{path} is not a complete gzip file: {' '.join(str(e).split())}") from e
+    if got != need:
+        problem, has = ("truncated", f"{got:,}") if got < need else ("longer than its header says", "more")
+        raise DatasetError(f"{path} is {problem}: header says {dims} ({need:,} bytes), has {has}; {_REFETCH}")
+    return data[:need].reshape(dims)
 
 
 def load_fashion_mnist(data_dir: str, download: bool = False) -> Dataset:
@@ -200,23 +234,68 @@ def load_fashion_mnist(data_dir: str, download: bool = False) -> Dataset:
     return _image_dataset("fashion_mnist", x_tr, y_tr, x_te, y_te, image_shape=(28, 28))
 
 
+def _plain(dtype) -> np.dtype:
+    """`dtype` if it is a plain number type: an array of Python objects is unpickled from a list (a forged
+    one crashes numpy 1.25), and a void dtype can be forged to claim it holds objects."""
+    if not isinstance(dtype, np.dtype) or dtype.kind not in "biuf" or dtype.names or dtype.subdtype:
+        raise pickle.UnpicklingError(f"refusing an array of {dtype}: a CIFAR-10 batch holds numbers")
+    return dtype
+
+
+class _PlainArray(np.ndarray):
+    """What the batch's arrays unpickle as: numpy's own arrays whose pickled state is checked first."""
+
+    def __setstate__(self, state):
+        if not isinstance(state, tuple) or len(state) not in (4, 5):
+            raise pickle.UnpicklingError("refusing an array with a malformed pickled state")
+        _plain(state[-3])  # (version,) shape, dtype, is_fortran, data
+        super().__setstate__(state)
+
+
+def _plain_frombuffer(buf, dtype, shape, order):
+    return np.frombuffer(buf, _plain(dtype)).reshape(shape, order=order)
+
+
 class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickles only plain containers and numpy arrays: a pickle can run arbitrary code."""
+    """Unpickles only plain containers and numpy arrays of numbers: a pickle can run arbitrary code."""
 
     _ALLOWED = {
         ("numpy.core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.numeric", "_frombuffer"),
-        ("numpy._core.numeric", "_frombuffer"),
-        ("numpy", "ndarray"),
         ("numpy", "dtype"),
         ("_codecs", "encode"),  # how Python 3 writes bytes in pickle protocols 0-2
     }
+    _REPLACED = {
+        ("numpy", "ndarray"): _PlainArray,
+        ("numpy.core.numeric", "_frombuffer"): _plain_frombuffer,
+        ("numpy._core.numeric", "_frombuffer"): _plain_frombuffer,
+    }
 
     def find_class(self, module: str, name: str):
+        if (module, name) in self._REPLACED:
+            return self._REPLACED[module, name]
         if (module, name) not in self._ALLOWED:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
         return super().find_class(module, name)
+
+
+_MEMO_PUTS = {"PUT", "BINPUT", "LONG_BINPUT"}
+
+
+def _check_pickle(raw: bytes) -> None:
+    """Refuses what would make the C unpickler take memory beyond what `raw` holds, before it runs.
+
+    It allocates a declared length before reading the data (pickletools reads the data and fails on a
+    short one) and grows its memo, zeroing it, to twice an index (picklers number objects in turn:
+    an index beyond the opcodes so far is forged).
+    """
+    import pickletools
+
+    for count, (op, arg, pos) in enumerate(pickletools.genops(io.BytesIO(raw))):
+        if op.name in _MEMO_PUTS and arg > count:
+            raise ValueError(f"memo index {arg:,} at byte {pos} is beyond the {count} opcodes before it")
+        if op.name == "FRAME" and arg > len(raw) - pos:
+            raise ValueError(f"frame of {arg:,} bytes at byte {pos} is beyond the end of the data")
 
 
 def _read_cifar_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
@@ -225,12 +304,17 @@ def _read_cifar_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
         raise DatasetError(
             f"{path} not found: the CIFAR-10 folder is incomplete (delete it and pass --download to refetch)"
         )
-    file_checks.regular_file(path, "CIFAR-10 batch")
+    size = file_checks.regular_file(path, "CIFAR-10 batch").st_size
+    file_checks.fits_in_memory(path, size, "is a file of", "delete the folder and pass --download to refetch")
     try:
         with open(path, "rb") as f:
-            d = _ArrayUnpickler(f, encoding="bytes").load()
+            raw = f.read(size)
+        _check_pickle(raw)
+        d = _ArrayUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    except OSError as e:
+        raise DatasetError(f"cannot read {path}: {e.strerror or e}") from e
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
-        raise DatasetError(f"{path} is not a CIFAR-10 python batch: {e}") from e
+        raise DatasetError(f"{path} is not a CIFAR-10 python batch: {' '.join(str(e).split())}") from e
     if not isinstance(d, dict):
         raise DatasetError(f"{path} holds a {type(d).__name__}, expected a dict with data and labels")
     d = {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
@@ -244,18 +328,69 @@ def _read_cifar_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), np.asarray(d["labels"])
 
 
+_TAR_KINDS = (
+    (tarfile.TarInfo.issym, "a symbolic link"),
+    (tarfile.TarInfo.islnk, "a hard link"),
+    (tarfile.TarInfo.ischr, "a character device"),
+    (tarfile.TarInfo.isblk, "a block device"),
+    (tarfile.TarInfo.isfifo, "a FIFO"),
+    (tarfile.TarInfo.issparse, "a sparse file"),
+)
+
+
+def _cifar_filter(archive: str):
+    """A tarfile extraction filter that refuses, before a member's data is read, what the real archive
+    never holds: links, devices, sparse files, too many members, declared sizes beyond the caps."""
+    seen = {"members": 0, "bytes": 0}
+    forged = f"the archive is damaged or forged; {_REFETCH}"
+
+    def check(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
+        where = f"{archive}: member {member.name!r}"
+        seen["members"] += 1
+        if seen["members"] > _CIFAR_MEMBERS:
+            raise DatasetError(
+                f"{archive} holds more than {_CIFAR_MEMBERS} members (the real one 9): {forged}"
+            )
+        kind = next((name for test, name in _TAR_KINDS if test(member)), None)
+        if kind is not None or not (member.isreg() or member.isdir()):
+            raise DatasetError(f"{where} is {kind or 'a special file'}, not a file or folder: {forged}")
+        if member.isdir():
+            return tarfile.data_filter(member, dest)
+        seen["bytes"] += member.size
+        if member.size > _CIFAR_MEMBER_BYTES:
+            raise DatasetError(
+                f"{where} declares {member.size:,} bytes, more than the {_CIFAR_MEMBER_BYTES:,} a CIFAR-10 "
+                f"file may have: {forged}"
+            )
+        if seen["bytes"] > _CIFAR_TOTAL_BYTES:
+            raise DatasetError(
+                f"{archive}'s members declare more than {_CIFAR_TOTAL_BYTES:,} bytes in all: {forged}"
+            )
+        return tarfile.data_filter(member, dest)
+
+    return check
+
+
 def _extract_cifar(archive: str, data_dir: str) -> None:
-    """Unpacks the archive into a temporary folder, then renames it into place."""
+    """Unpacks the archive into a temporary folder, then renames it into place.
+
+    Streamed, member by member, each checked (`_cifar_filter`) before its data is read, and through a
+    reader that refuses to decompress more than the members may declare (tar's own headers included).
+    """
+    file_checks.regular_file(archive, "CIFAR-10 archive")
+    limit = _CIFAR_TOTAL_BYTES + _TAR_HEADER_BYTES
+    too_long = f"{archive} unpacks to more than {limit:,} bytes: the archive is damaged or forged; {_REFETCH}"
     tmp = tempfile.mkdtemp(dir=data_dir, prefix=".extract-")
     try:
-        with tarfile.open(archive) as tar:
-            tar.extractall(tmp, filter="data")
+        with gzip.open(archive, "rb") as raw:
+            with tarfile.open(fileobj=file_checks.BoundedReader(raw, limit, too_long), mode="r|") as tar:
+                tar.extractall(tmp, filter=_cifar_filter(archive))
         extracted = os.path.join(tmp, _CIFAR_FOLDER)
         if not os.path.isdir(extracted):
             raise DatasetError(f"{archive} has no {_CIFAR_FOLDER}/ folder")
         os.replace(extracted, os.path.join(data_dir, _CIFAR_FOLDER))
-    except (tarfile.TarError, OSError, EOFError) as e:
-        raise DatasetError(f"cannot extract {archive}: {e}") from e
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+        raise DatasetError(f"cannot extract {archive}: {' '.join(str(e).split())}") from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

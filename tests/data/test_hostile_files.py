@@ -1,4 +1,4 @@
-"""Hostile data files: special files, forged .npy headers, repeated or endless CSV headers.
+"""Hostile data files: special files, forged .npy headers, repeated or endless CSV headers, gzip bombs.
 
 Each is refused in one line naming the path before anything opens or parses it. A FIFO test cannot hang
 on a regression: a watchdog opens the FIFO for writing after a while, which ends any blocked open()
@@ -8,22 +8,25 @@ with an empty read, so the loader then fails with some other message and the tes
 from __future__ import annotations
 
 import contextlib
+import gzip
 import io
 import json
 import os
 import re
 import shutil
 import socket
+import tarfile
 import tempfile
 import threading
 import time
+import tracemalloc
 import zipfile
 
 import numpy as np
 import pytest
 from numpy.lib import format as npy
 
-from data import file_checks
+from data import file_checks, image_files
 from data.datasets import DatasetError, load_dataset
 from data.emnist import load_emnist
 from data.schema import SchemaError
@@ -329,6 +332,115 @@ def test_a_parquet_with_a_repeated_column_name_is_refused(tmp_path):
         load_dataset("csv", str(tmp_path / "e.parquet"))
 
 
+_ZEROS_MIB = gzip.compress(bytes(1 << 20), 9)  # 1 KB; a gzip of members one after another is one stream
+_REFETCH = "delete it and pass --download to refetch"
+_BOUND = 16 << 20  # bytes the loaders may allocate on these bombs, which unpack to 64 MiB or more
+
+
+def _idx_gz(dims, payload: bytes = b"", zero_mib: int = 0) -> bytes:
+    """A gzipped IDX file: header for `dims`, `payload`, then `zero_mib` MiB of zeros (1 KB each)."""
+    head = bytes([0, 0, 8, len(dims)]) + b"".join(d.to_bytes(4, "big") for d in dims)
+    return gzip.compress(head + payload) + _ZEROS_MIB * zero_mib
+
+
+def _fashion_files(folder, train_images: bytes) -> str:
+    """The four Fashion-MNIST files, valid but for train-images (the second one read); its path."""
+    labels, images = _idx_gz((4,), bytes(4)), _idx_gz((4, 28, 28), _PIXELS)
+    files = {"train-labels-idx1-ubyte.gz": labels, "train-images-idx3-ubyte.gz": train_images,
+             "t10k-labels-idx1-ubyte.gz": labels, "t10k-images-idx3-ubyte.gz": images}  # fmt: skip
+    for name, raw in files.items():
+        (folder / name).write_bytes(raw)
+    return str(folder / "train-images-idx3-ubyte.gz")
+
+
+@contextlib.contextmanager
+def _bounded(limit: int = _BOUND, seconds: float = 5.0):
+    """Fails unless the body allocates (numpy arrays included) at most `limit` bytes at its peak, in time."""
+    tracemalloc.start()
+    start = time.monotonic()
+    try:
+        yield
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < limit and time.monotonic() - start < seconds, (peak, time.monotonic() - start)
+
+
+@pytest.mark.parametrize(
+    "dims, zero_mib, message",
+    [
+        ((10**9, 28, 28), 64, r"has an IDX header declaring \[1000000000, 28, 28\]: 730.2 GiB, more than the "
+                              rf"[\d.]+ GiB of memory available; {_REFETCH}"),
+        ((100, 28, 28), 512, r"is longer than its header says: header says \[100, 28, 28\] \(78,400 bytes\), "
+                             rf"has more; {_REFETCH}"),
+        ((4, 32, 32), 64, rf"holds images of 32x32 pixels, Fashion-MNIST's are 28x28; {_REFETCH}"),
+    ],
+    ids=["declares_too_much", "longer_than_declared", "not_28x28"],
+)  # fmt: skip
+def test_a_gzip_bomb_idx_is_refused_having_read_at_most_what_its_header_declares(
+    tmp_path, dims, zero_mib, message
+):
+    """Were the payload read first, the first and last would be "truncated" (64 MiB, not what the header
+    says); reading the whole of any of them would allocate 64 to 512 MiB."""
+    payload = bytes(100 * 28 * 28) if dims[0] == 100 else b""
+    path = _fashion_files(tmp_path, _idx_gz(dims, payload, zero_mib))
+    with _bounded(), pytest.raises(DatasetError, match=f"^{re.escape(path)} {message}$") as info:
+        load_dataset("fashion_mnist", str(tmp_path))
+    assert "\n" not in str(info.value)
+
+
+def _member(name: str, size: int = 0, kind: bytes = tarfile.REGTYPE, **attrs) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(f"cifar-10-batches-py/{name}".rstrip("/"))
+    info.size, info.type = size, kind
+    for key, value in attrs.items():
+        setattr(info, key, value)
+    return info
+
+
+def _cifar_archive(folder, members, zero_mib: int = 0) -> str:
+    """cifar-10-python.tar.gz of `members` ((TarInfo, data) pairs, headers written as declared whatever
+    the data), then `zero_mib` MiB of zeros; its path."""
+    tar = io.BytesIO()
+    for info, data in members:
+        tar.write(info.tobuf(tarfile.GNU_FORMAT) + data + bytes(-len(data) % 512))
+    path = folder / "cifar-10-python.tar.gz"
+    path.write_bytes(gzip.compress(tar.getvalue() + bytes(1024)) + _ZEROS_MIB * zero_mib)
+    return str(path)
+
+
+_FOLDER = (_member("", kind=tarfile.DIRTYPE), b"")
+_BATCH_1 = "member 'cifar-10-batches-py/data_batch_1'"
+_NOT_FILE = ", not a file or folder"
+_FORGED = f": the archive is damaged or forged; {_REFETCH}"
+_SYMLINK = _member("data_batch_1", kind=tarfile.SYMTYPE, linkname="test_batch")
+_DEVICE = _member("data_batch_1", kind=tarfile.CHRTYPE, devmajor=1, devminor=5)
+_ARCHIVES = {  # members, MiB of zeros after them, _CIFAR_TOTAL_BYTES, message
+    "declares_too_much": ([_FOLDER, (_member("data_batch_1", 10**12), bytes(4096))], 0, None,
+                          f": {_BATCH_1} declares 1,000,000,000,000 bytes, more than the 67,108,864 a "
+                          "CIFAR-10 file may have"),
+    "symlink": ([_FOLDER, (_SYMLINK, b"")], 0, None, f": {_BATCH_1} is a symbolic link{_NOT_FILE}"),
+    "device": ([_FOLDER, (_DEVICE, b"")], 0, None, f": {_BATCH_1} is a character device{_NOT_FILE}"),
+    "too_many": ([_FOLDER] + [(_member(f"f{i}"), b"") for i in range(64)], 0, None,
+                 " holds more than 64 members (the real one 9)"),
+    "too_much_in_all": ([_FOLDER] + [(_member(f"data_batch_{i}", 4096), bytes(4096)) for i in (1, 2, 3)], 0,
+                        10_000, "'s members declare more than 10,000 bytes in all"),
+    "unpacks_too_much": ([_FOLDER, (_member("x", 64 << 20, tarfile.GNUTYPE_LONGNAME), b"")], 64, 1 << 20,
+                         " unpacks to more than 2,097,152 bytes"),  # a GNU long name tarfile reads whole
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(_ARCHIVES))
+def test_a_forged_cifar_archive_is_refused_before_its_members_are_read(tmp_path, monkeypatch, case):
+    members, zero_mib, total, message = _ARCHIVES[case]
+    if total is not None:
+        monkeypatch.setattr(image_files, "_CIFAR_TOTAL_BYTES", total)
+    path = _cifar_archive(tmp_path, members, zero_mib)
+    with _bounded(), pytest.raises(DatasetError) as info:
+        load_dataset("cifar10", str(tmp_path), download=True)  # the archive is there: not downloaded
+    assert str(info.value) == path + message + _FORGED
+    assert os.listdir(tmp_path) == ["cifar-10-python.tar.gz"]  # nothing extracted, no temporary folder
+
+
 def _forged_mnist(tmp_path) -> tuple[list[str], str]:
     _mnist_npz(tmp_path, _header((10**9, 28, 28)) + _PIXELS)
     return ["--dataset=mnist", f"--data_dir={tmp_path}"], "member x_train.npy declares"
@@ -344,7 +456,17 @@ def _repeated_label(tmp_path) -> tuple[list[str], str]:
     return ["--dataset=csv", f"--data_dir={tmp_path / 'd.csv'}"], "repeats the column name(s) ['label']"
 
 
-@pytest.mark.parametrize("case", [_fifo_csv, _forged_mnist, _repeated_label])
+def _fashion_bomb(tmp_path) -> tuple[list[str], str]:
+    _fashion_files(tmp_path, _idx_gz((10**9, 28, 28), zero_mib=64))
+    return ["--dataset=fashion_mnist", f"--data_dir={tmp_path}"], "declaring [1000000000, 28, 28]: 730.2 GiB"
+
+
+def _cifar_bomb(tmp_path) -> tuple[list[str], str]:
+    _cifar_archive(tmp_path, _ARCHIVES["declares_too_much"][0])
+    return ["--dataset=cifar10", f"--data_dir={tmp_path}", "--download"], "declares 1,000,000,000,000 bytes"
+
+
+@pytest.mark.parametrize("case", [_fifo_csv, _forged_mnist, _repeated_label, _fashion_bomb, _cifar_bomb])
 def test_train_centralized_refuses_hostile_files_in_one_line(run_binary, tmp_path, case):
     data, runs = tmp_path / "data", tmp_path / "runs"
     data.mkdir()

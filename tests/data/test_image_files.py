@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import os
 import pickle
+import re
 import socket
 import struct
 import sys
@@ -15,7 +17,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from data import image_files
+from data import file_checks, image_files
 from data.datasets import Dataset, DatasetError, load_dataset
 
 
@@ -104,6 +106,17 @@ def test_fashion_mnist_truncated_gzip_stream(tmp_path, formats):
         load_dataset("fashion_mnist", str(tmp_path))
 
 
+def test_fashion_mnist_corrupt_deflate_data(tmp_path, formats):
+    arrays = formats.write_fashion(tmp_path)
+    raw = bytearray(gzip.compress(formats.idx_bytes(arrays["train-images-idx3-ubyte.gz"])))  # no file name
+    raw[10] = 0xFF  # the first deflate block's header: an invalid block type (zlib.error, not an OSError)
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(bytes(raw))
+    with pytest.raises(
+        DatasetError, match="idx3-ubyte.gz is not a complete gzip file: Error -3 .* invalid block"
+    ):
+        load_dataset("fashion_mnist", str(tmp_path))
+
+
 def test_fashion_mnist_bad_magic_and_mismatched_counts(tmp_path, formats):
     arrays = formats.write_fashion(tmp_path)
     # An image file where a label file should be: magic 0x00000803, expected 0x00000801.
@@ -169,6 +182,51 @@ def test_cifar10_refuses_pickles_that_run_code(tmp_path, formats):
     with open(tmp_path / "cifar-10-batches-py" / "test_batch", "wb") as f:
         pickle.dump({b"data": os.system, b"labels": []}, f)  # a global a real batch never holds
     with pytest.raises(DatasetError, match="refusing to load posix.system"):
+        load_dataset("cifar10", str(tmp_path))
+
+
+_ONE_ROW = {b"labels": [0]}
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [  # BINBYTES8 of 10**12 bytes: the C unpickler allocates them before it reads (a MemoryError)
+        (
+            b"\x80\x04\x8e" + (10**12).to_bytes(8, "little") + b"x.",
+            "expected 1000000000000 bytes in a bytes8",
+        ),
+        # BINPUT at memo index 5e7: the unpickler grows and zeroes its memo to 1e8 entries (800 MB)
+        (
+            b"\x80\x02Nr" + (50_000_000).to_bytes(4, "little") + b".",
+            "memo index 50,000,000 at byte 3 is beyond",
+        ),
+        # an object array is unpickled from a list (numpy 1.25 crashes on a list shorter than its shape)
+        (pickle.dumps({**_ONE_ROW, b"data": np.zeros((1, 3072), object)}), "refusing an array of object"),
+        (
+            pickle.dumps({**_ONE_ROW, b"data": np.zeros((1, 3072), "V1")}, protocol=2),
+            "refusing an array of |V1",
+        ),
+    ],
+    ids=["declared_length", "memo_index", "objects", "void"],
+)
+def test_cifar10_refuses_pickles_that_would_take_more_than_they_hold(tmp_path, formats, raw, message):
+    formats.write_cifar(tmp_path)
+    (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(raw)
+    with pytest.raises(
+        DatasetError, match=f"data_batch_3 is not a CIFAR-10 python batch: {re.escape(message)}"
+    ):
+        load_dataset("cifar10", str(tmp_path))
+
+
+def test_cifar10_batch_larger_than_memory_and_protocol_5(tmp_path, formats, monkeypatch):
+    batches = formats.write_cifar(tmp_path)
+    with open(tmp_path / "cifar-10-batches-py" / "test_batch", "wb") as f:
+        pickle.dump(batches["test_batch"], f, protocol=5)  # numpy's arrays as _frombuffer
+    assert load_dataset("cifar10", str(tmp_path)).x_test.shape == (4, 32, 32, 3)
+    monkeypatch.setattr(file_checks, "_available_memory", lambda: 1000)
+    with pytest.raises(
+        DatasetError, match=r"data_batch_1 is a file of 9,\d{3} bytes, more than the 1,000 bytes"
+    ):
         load_dataset("cifar10", str(tmp_path))
 
 
@@ -244,6 +302,14 @@ def test_download_failure_is_a_dataset_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr(urllib.request, "urlopen", urlopen)
     with pytest.raises(DatasetError, match="could not download .*mnist.npz.*Name or service not known"):
+        load_dataset("mnist", str(tmp_path), download=True)
+    assert os.listdir(tmp_path) == []
+
+
+def test_download_larger_than_any_published_file_is_refused(tmp_path, monkeypatch):
+    _serve(monkeypatch, {"mnist.npz": bytes(3 << 20)})
+    monkeypatch.setattr(image_files, "_DOWNLOAD_BYTES", 2 << 20)
+    with pytest.raises(DatasetError, match=r"mnist.npz is over 2,097,152 bytes: not the published file$"):
         load_dataset("mnist", str(tmp_path), download=True)
     assert os.listdir(tmp_path) == []
 
