@@ -47,8 +47,9 @@ def main(argv: list[str]) -> None:
     _app.import_tensorflow()  # before anything imports TF (see pipelines/_app.py)
     from data.datasets import load_dataset
     from privacy.auditing.membership import summarize
+    from training.atomic_files import atomic_write_json
     from training.membership_audit import MembershipAuditor, load_logits_fn, saved_model_name
-    from training.run_folder import atomic_write_json, check_output_dir
+    from training.run_folder import check_output_dir
 
     model_dir = os.path.normpath(_MODEL_DIR.value)
     run_dir = os.path.dirname(os.path.abspath(model_dir))

@@ -264,11 +264,12 @@ def launch(plan: Plan, flags: dict[str, Any] | None = None, verbose: bool = True
             raise diverged
         progress.note(f"{plan.folder.path} already holds this run, complete: nothing to do")
         return _read_result(plan)
-    plan.folder.create()
-    if flags is not None:
-        plan.folder.write_flags(flags)
-    plan.folder.write_json(RunFolder.RUN_CONFIG, plan.fingerprint)
-    return train(plan, progress)
+    with plan.folder.removed_on_environment_failure():  # a full disk leaves no half-folder
+        plan.folder.create()
+        if flags is not None:
+            plan.folder.write_flags(flags)
+        plan.folder.write_json(RunFolder.RUN_CONFIG, plan.fingerprint)
+        return train(plan, progress)
 
 
 def _read_result(plan: Plan) -> CentralizedResult:

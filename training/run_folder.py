@@ -1,170 +1,38 @@
 """The one writer of run outputs: <root_output_dir>/<experiment_name>/, every file atomic.
 
 A run folder holds flags.txt (usable as --flagfile), privacy.json, metrics.csv, tensorboard/ and
-model/ (a SavedModel). Files go to a temporary name in the same folder and are renamed into place
-(the SavedModel too: a new folder is swapped in), so a failed or interrupted run never leaves a
-half-written file. `check_output_dir` validates a destination without creating anything, so runs
-can check every input before they write a byte.
+model/ (a SavedModel), each written atomically (`training.atomic_files`). `check_output_dir` and
+`RunFolder.check` validate a destination, and every file a rerun would replace, without creating
+anything, so runs can check every input before they write a byte. A run holds the folder's lock for
+its whole life; taking it removes what a killed run left half-done (temporary names, TFF's
+half-saved checkpoints), and a new TensorBoard log replaces the stale events of a killed run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
-import dataclasses
+import errno
 import fcntl
-import io
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-# ---------------------------------------------------------------- atomic files
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def jsonable(value: Any) -> Any:
-    """Plain JSON values: dataclasses and numpy scalars converted, inf as "inf", NaN as null."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return jsonable(dataclasses.asdict(value))
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):  # numpy scalars
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    return value
-
-
-def json_text(obj: Any) -> str:
-    return json.dumps(jsonable(obj), indent=2, sort_keys=True, allow_nan=False) + "\n"
-
-
-def atomic_write_json(path: str, obj: Any) -> None:
-    atomic_write_text(path, json_text(obj))
-
-
-def csv_text(rows: Sequence[Mapping[str, Any]]) -> str:
-    """CSV of `rows`; columns are the union of keys, in the order first seen."""
-    fields: list[str] = []
-    for row in rows:
-        fields.extend(k for k in row if k not in fields)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields)
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: jsonable(v) for k, v in row.items()})
-    return buf.getvalue()
-
-
-def write_csv(path: str, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Writes all rows at once (atomically)."""
-    atomic_write_text(path, csv_text(rows))
-
-
-def flagfile_text(flag_values: Mapping[str, Any]) -> str:
-    """A file usable as --flagfile to rerun the same command."""
-    lines = []
-    for name, value in sorted(flag_values.items()):
-        if value is None:
-            continue
-        if isinstance(value, bool):
-            lines.append(f"--{name}" if value else f"--no{name}")
-        elif isinstance(value, list | tuple):
-            lines.append(f"--{name}={','.join(str(v) for v in value)}")
-        else:
-            lines.append(f"--{name}={value}")
-    return "\n".join(lines) + "\n"
-
-
-def save_model_atomically(model, path: str) -> None:
-    """SavedModel written beside `path`, then swapped in: a crash never leaves half a model."""
-    parent = os.path.dirname(os.path.abspath(path))
-    tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-model-")
-    try:
-        model.save(tmp, save_format="tf")
-        if os.path.exists(path):
-            old = tempfile.mkdtemp(dir=parent, prefix=".old-model-")
-            os.replace(path, os.path.join(old, "model"))
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-# what the fresh process runs (see save_model_in_fresh_process)
-_SAVE_CHILD = (
-    "import sys; from training.run_folder import save_staged_model; save_staged_model(*sys.argv[1:])"
+from training.atomic_files import (
+    _UMASK,
+    atomic_write_text,
+    csv_text,
+    flagfile_text,
+    json_text,
+    jsonable,
+    save_model_atomically,
 )
-
-
-def save_model_in_fresh_process(model, path: str, scratch_dir: str) -> None:
-    """Saves `model` as a SavedModel at `path` from a fresh Python process.
-
-    The function names in saved_model.pb carry TensorFlow's process-wide trace counter: saved by a
-    process that trained several models (the private search's K runs), the model would reveal how
-    many. The child rebuilds the model from its Keras config and weights alone (staged in
-    `scratch_dir`, removed after), so the SavedModel depends on nothing else."""
-    import subprocess
-    import sys
-
-    staging = tempfile.mkdtemp(dir=scratch_dir, prefix=".release-")
-    try:
-        with open(os.path.join(staging, "model.json"), "w") as f:
-            f.write(model.to_json())
-        model.save_weights(os.path.join(staging, "weights"))
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env = dict(os.environ, CUDA_VISIBLE_DEVICES="")  # the parent may hold the accelerator's memory
-        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-        proc = subprocess.run(
-            [sys.executable, "-c", _SAVE_CHILD, staging, path],
-            env=env, capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        if proc.returncode != 0:
-            raise RuntimeError(f"saving the model failed:\n{proc.stderr[-3000:]}")
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def save_staged_model(staging: str, path: str) -> None:
-    """The fresh process's half of `save_model_in_fresh_process`: nothing was traced before this save."""
-    import tensorflow as tf
-
-    with open(os.path.join(staging, "model.json")) as f:
-        model = tf.keras.models.model_from_json(f.read())
-    loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    model.compile(loss=loss, metrics=["accuracy"])  # as every trained classifier here is
-    model.load_weights(os.path.join(staging, "weights")).assert_existing_objects_matched()
-    save_model_atomically(model, path)
-
 
 # ---------------------------------------------------------------- run folders
 
@@ -288,6 +156,77 @@ def release_folders() -> None:
         os.close(_held_locks.popitem()[1])
 
 
+# errno values that are about the machine, not the input or the code: a full disk or quota, a file
+# size limit, a read-only or vanished filesystem, a permission taken away while the run went on
+_ENVIRONMENT_ERRNOS = {
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EFBIG,
+    errno.EROFS,
+    errno.EIO,
+    errno.EACCES,
+    errno.EPERM,
+}
+_ENVIRONMENT_TEXTS = tuple(os.strerror(n) for n in _ENVIRONMENT_ERRNOS)
+
+
+def environment_failure(error: BaseException) -> str | None:
+    """One line for an error of the environment a run met after its checks (Python's OSError, or
+    TensorFlow's error for the same errno while it saved a model or a log), naming the file; None for
+    anything else (a bug keeps its traceback)."""
+    if isinstance(error, OSError) and error.errno in _ENVIRONMENT_ERRNOS:
+        where = f" writing {error.filename}" if error.filename else ""
+        return f"the run stopped{where}: {error.strerror} (free space or fix permissions, then rerun)"
+    text = getattr(error, "message", None)  # tf.errors.OpError
+    if isinstance(text, str) and any(t in text for t in _ENVIRONMENT_TEXTS):
+        first = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:\w+\]", "", " ".join(text.split()))[:300]  # TF's op names
+        return f"the run stopped: {first} (free space or fix permissions, then rerun)"
+    return None
+
+
+# names a killed run leaves: atomic_files' temporaries (mkstemp/mkdtemp: 8 characters of [a-z0-9_]),
+# the write probes, and TFF's checkpoints half-saved (FileProgramStateManager: `<path>_temp<4 digits>`)
+_STALE = re.compile(
+    r"\.tmp-[a-z0-9_]{8}.+|\.(tmp|old)-model-[a-z0-9_]{8}|\.ppml-write-check-[a-z0-9_]{8}"
+    r"|program_state_\d+_temp\d{4}"
+)
+_FILE_SUFFIXES = (".json", ".csv", ".txt")  # every file a run writes ends so; folders never do
+
+
+def _check_entries(folder: str, run_path: str) -> None:
+    """ValueError unless `folder` (of the run folder `run_path`) is a writable folder whose file-named
+    entries are readable regular files (a rerun reads and replaces them)."""
+    if not os.path.isdir(folder):
+        raise ValueError(
+            f"{folder} is not a folder, but runs write into it; move it away (or delete {run_path}) and "
+            "run again"
+        )
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=folder, prefix=".ppml-write-check-"))
+    except OSError as e:
+        raise ValueError(
+            f"cannot write into {folder} ({e.strerror}); make it writable (or delete {run_path}) and "
+            "run again"
+        ) from None
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if not name.endswith(_FILE_SUFFIXES) or name.startswith("."):
+            continue
+        if not os.path.isfile(path):
+            raise ValueError(
+                f"{path} is not a regular file, but the run replaces it; move it away (or delete "
+                f"{run_path}) and run again"
+            )
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as e:
+            raise ValueError(
+                f"cannot read {path} ({e.strerror}), which the run reads and replaces; make it readable "
+                f"(or delete {run_path}) and run again"
+            ) from None
+
+
 class RunFolder:
     """<root_output_dir>/<experiment_name>/ and the files every run writes there.
 
@@ -307,6 +246,7 @@ class RunFolder:
     # what the guarantee does not cover (e.g. the sampled clients' training statistics): for the data
     # holder, never for release
     NOT_FOR_RELEASE = "not_for_release"
+    SUBFOLDERS = (NOT_FOR_RELEASE, TENSORBOARD, "checkpoints")  # what runs write files into
 
     def __init__(self, root_output_dir: str, experiment_name: str) -> None:
         check_experiment_name(experiment_name, root_output_dir)
@@ -316,8 +256,13 @@ class RunFolder:
         return os.path.join(self.path, name)
 
     def check(self) -> None:
-        """Validates that the folder can be created and written, without creating it."""
+        """Validates that the folder can be created and written, and that every file and subfolder of
+        an earlier run there can be replaced or written (a resume rewrites them), without creating it."""
         check_output_dir(self.path)
+        if not os.path.isdir(self.path):
+            return
+        for entry in (".", *(n for n in self.SUBFOLDERS if os.path.lexists(self.file(n)))):
+            _check_entries(os.path.normpath(self.file(entry)), self.path)
 
     def create(self) -> RunFolder:
         self.check()
@@ -333,7 +278,40 @@ class RunFolder:
                     f"another run wrote to the folder meanwhile ({', '.join(changed)} in {self.path}); "
                     "run the command again"
                 )
+            self._remove_stale()
         return self
+
+    def _remove_stale(self) -> None:
+        """What a killed run left half-done, under the lock (no run of this folder is writing): the
+        temporary names of `training.atomic_files`, TFF's half-saved checkpoints, compare's per-arm
+        TensorBoard staging. Never anything another writer could own (the prediction ledger's)."""
+        for sub in (".", *self.SUBFOLDERS):
+            folder = os.path.normpath(self.file(sub))
+            if not os.path.isdir(folder) or os.path.islink(folder):
+                continue
+            for name in os.listdir(folder):
+                if _STALE.match(name) or (sub == self.TENSORBOARD and name.startswith(".tmp-")):
+                    path = os.path.join(folder, name)
+                    if os.path.isdir(path) and not os.path.islink(path):
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        os.unlink(path)
+
+    @contextlib.contextmanager
+    def removed_on_environment_failure(self) -> Iterator[None]:
+        """A folder that this run creates inside the block is removed again (no half-folder) when the
+        environment fails it (`environment_failure`: a full disk); one that existed is left as a rerun
+        continues it."""
+        fresh = not os.path.lexists(self.path)
+        try:
+            yield
+        except Exception as e:
+            if fresh and environment_failure(e) is not None:
+                fd = _held_locks.pop(os.path.realpath(self.path), None)
+                shutil.rmtree(self.path, ignore_errors=True)
+                if fd is not None:
+                    os.close(fd)
+            raise
 
     def watch(self, name: str) -> None:
         """Records `name`'s state (or absence) as a check read it; `create` refuses if it changed."""
@@ -416,10 +394,21 @@ class RunFolder:
     def save_model(self, model) -> None:
         save_model_atomically(model, self.file(self.MODEL))
 
-    def tensorboard_writer(self):
+    def tensorboard_writer(self, replay: Sequence[Mapping[str, Any]] = (), step_key: str = "epoch"):
+        """A new TensorBoard log in place of the folder's earlier one, holding `replay` (the rows a
+        resumed run keeps) as scalars: the events of a killed run's later steps (other noise draws,
+        which privacy.json does not account for) are never shown beside the rerun's."""
         import tensorflow as tf
 
-        return tf.summary.create_file_writer(self.file(self.TENSORBOARD))
+        logdir = self.file(self.TENSORBOARD)
+        if os.path.isdir(logdir):
+            for name in os.listdir(logdir):
+                if name.startswith("events.out.tfevents."):
+                    os.unlink(os.path.join(logdir, name))
+        writer = tf.summary.create_file_writer(logdir)
+        for row in replay:
+            write_scalars(writer, int(row[step_key]), row, skip=(step_key,))
+        return writer
 
 
 def write_scalars(writer, step: int, row: Mapping[str, Any], skip: Sequence[str] = ()) -> None:

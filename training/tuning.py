@@ -35,9 +35,10 @@ from privacy.config import DP_SGD_ENGINES, DpSgdConfig, check_delta
 from privacy.private_selection import RunsDistribution
 from privacy.randomness import derive_seed
 from privacy.report import privacy_report, randomness_report
+from training.atomic_files import csv_text, save_model_in_fresh_process
 from training.centralized_config import check_run_settings, check_search_space
 from training.progress import Progress
-from training.run_folder import RunFolder, csv_text, save_model_in_fresh_process, write_scalars
+from training.run_folder import RunFolder, write_scalars
 from training.search_space import (
     SEARCH_SEED_SALT,
     SearchSpace,

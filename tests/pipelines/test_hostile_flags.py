@@ -266,6 +266,8 @@ def test_a_federated_round_whose_client_updates_all_diverge_stops_the_run(tmp_pa
         ("train_centralized", ["--experiment_name=" + "a" * 300], "--experiment_name is 300 bytes long"),
         ("tune", ["--target_epsilon=3", "--experiment_name=" + "a" * 300], "--experiment_name is 300 bytes"),
         ("train_federated", ["--experiment_name=a\nb"], "--experiment_name must not contain control"),
+        # two flags that fail their validators: both named, on one line
+        ("train_centralized", ["--learning_rate=-1", "--l2_norm_clip=-1"], "> 0; flag --l2_norm_clip"),
     ],
 )
 def test_hostile_flags_are_one_line_and_write_nothing(run_binary, tmp_path, binary, args, message):

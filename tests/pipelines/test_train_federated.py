@@ -14,6 +14,7 @@ import pytest
 from privacy import accounting
 from privacy.config import DpFedAvgConfig
 from privacy.sampling import sample_clients
+from tests.pipelines.test_bad_input import _one_line_error, _snapshot
 from training.federated.experiment import FederatedConfig, noise_seed
 
 BINARY = [sys.executable, "-m", "pipelines.train_federated"]
@@ -153,9 +154,37 @@ def test_resume_after_sigkill_counts_each_round_once(tmp_path, binary_env, asser
     run_dir = tmp_path / "resume"
     assert [int(r["round"]) for r in _read_metrics(run_dir / "metrics.csv")] == [1, 2]
 
+    # A file the resume rewrites that it could not replace: refused before anything is touched.
+    (run_dir / "privacy.json").rename(run_dir / "privacy.json.aside")
+    (run_dir / "privacy.json").mkdir()
+    before_files = _snapshot(run_dir)
+    refused = subprocess.run(args, cwd=tmp_path, env=binary_env, capture_output=True, text=True, timeout=600)
+    assert "privacy.json is not a regular file" in _one_line_error(refused)
+    assert _snapshot(run_dir) == before_files
+    (run_dir / "privacy.json").rmdir()
+    (run_dir / "privacy.json.aside").rename(run_dir / "privacy.json")
+
+    # What a killed run leaves half-done: a TensorBoard event of a round after the checkpoint (another
+    # noise draw), TFF's half-saved checkpoint, an atomic write's temporary: none survives the resume.
+    import tensorflow as tf
+
+    with tf.summary.create_file_writer(str(run_dir / "tensorboard")).as_default(step=3):
+        tf.summary.scalar("stale_round_3", 1.0)
+    (run_dir / "checkpoints" / "program_state_3_temp1234").mkdir()
+    (run_dir / ".tmp-abcd_123metrics.csv").write_text("half")
     out = subprocess.run(args, cwd=tmp_path, env=binary_env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert_no_workers_left(str(tmp_path))
+    assert not (run_dir / "checkpoints" / "program_state_3_temp1234").exists()
+    assert not (run_dir / ".tmp-abcd_123metrics.csv").exists()
+    events = sorted((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(events) == 1, events
+    scalars = {}
+    for event in tf.compat.v1.train.summary_iterator(str(events[0])):
+        for value in event.summary.value:
+            scalars.setdefault(value.tag, []).append(event.step)
+    assert "stale_round_3" not in scalars
+    assert scalars["epsilon"] == [1, 2, 3, 4, 5, 6]  # the kept rounds replayed, then the new ones
     assert "resuming after round 2" in out.stdout
     assert "round 3/6" in out.stdout and "round 1/6" not in out.stdout
     rows = _read_metrics(run_dir / "metrics.csv")

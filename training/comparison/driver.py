@@ -40,6 +40,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from data.datasets import Dataset, load_dataset
+from training.atomic_files import atomic_write_json, atomic_write_text, jsonable, write_csv
 from training.comparison.arms import ArmRunner, Auditor, pipeline_config, run_pipeline_arm
 from training.comparison.grid import ComparisonConfig, arm_grid, check_dataset, headline_metric
 from training.comparison.hparams import write_tensorboard_arm, write_tensorboard_experiment
@@ -52,14 +53,7 @@ from training.comparison.records import (
 )
 from training.comparison.tables import metric_label, results_markdown, write_plot
 from training.progress import Progress
-from training.run_folder import (
-    RunFolder,
-    atomic_write_json,
-    atomic_write_text,
-    check_output_dir,
-    jsonable,
-    write_csv,
-)
+from training.run_folder import RunFolder, check_output_dir
 
 
 @dataclasses.dataclass

@@ -14,9 +14,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from privacy.report import reported_epsilon
+from training.atomic_files import jsonable, write_csv
 from training.comparison.arms import ArmOutcome
 from training.comparison.grid import ArmSpec, ComparisonConfig
-from training.run_folder import RunFolder, jsonable, write_csv
+from training.run_folder import RunFolder
 
 RESULT_FILE = "arm_result.json"
 # bump when the audit or the record changes: old records are refused. 6: no timings (version 5 rows

@@ -266,7 +266,9 @@ def _train(
                 )
             )
 
-        tb = folder.tensorboard_writer() if done < planned else None  # a finished run writes nothing new
+        # a finished run writes nothing new; a resumed one's log holds the kept rounds only
+        kept = [released(row, dp.is_private) for row in progress.history]
+        tb = folder.tensorboard_writer(kept, step_key="round") if done < planned else None
         report.note(_start_text(config, dp, population, done, planned))
         for r in range(done + 1, planned + 1):
             state, row = _one_round(plan, process, state, r, progress)
