@@ -8,13 +8,17 @@ Each query costs --prediction_epsilon (basic composition). The ledger
 would take the total past it is refused as a whole (no query answered) with exit code 3 and one
 line. Charge first: the batch's cost is committed to the ledger before any answer exists outside
 this process, and only then are the answers written (to --output_file, atomically, or to stdout as
-CSV). So a run killed or stalled at any point never leaves an uncharged answer. If writing fails
-after the charge, one line says the budget was charged but the answers were not delivered (exit
-code 4): an undelivered answer loses budget, never privacy.
+CSV, with the summary on stderr). So a run killed or stalled at any point never leaves an uncharged
+answer. If writing fails after the charge, one line says the budget was charged but the answers were
+not delivered (exit code 4): an undelivered answer loses budget, never privacy. On standard output
+that includes a reader that closes the pipe early (`predict ... | head -c 3000`): the one line says
+how many answers it read in full before closing and how many were charged but not delivered (exit
+code 4, no traceback).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 from absl import flags
@@ -22,7 +26,7 @@ from absl import flags
 from pipelines import _app
 
 EXIT_BUDGET_EXCEEDED = 3
-EXIT_NOT_DELIVERED = 4  # charged, but the answers could not be written
+EXIT_NOT_DELIVERED = 4  # charged, but the answers (all or some) were not delivered
 
 _MODEL_DIR = flags.DEFINE_string(
     "model_dir", None, "Keras SavedModel folder (a run's model/).", required=True
@@ -103,11 +107,11 @@ def main(argv: list[str]) -> None:
             raise _app.Exit(str(e), code=EXIT_BUDGET_EXCEEDED) from None
         except prediction.NotDeliveredError as e:
             raise _app.Exit(str(e), code=EXIT_NOT_DELIVERED) from None
-    # the summary goes to stderr when the answers themselves went to stdout
-    out = sys.stdout if _OUTPUT_FILE.value else sys.stderr
+    # the summary goes to stderr when the answers themselves went to stdout (all of them: if some were
+    # not delivered, NotDeliveredError above said so in one line instead)
     state = result.ledger
-    print(f"answered {len(x)} queries: {config.describe()}", file=out)
-    print(
+    lines = [
+        f"answered {len(result.released)} queries: {config.describe()}",
         f"prediction budget: spent epsilon {float(state.epsilon_spent):.6g} "
         f"of {float(state.epsilon_budget):.6g}"
         + (
@@ -116,12 +120,24 @@ def main(argv: list[str]) -> None:
             else ""
         )
         + f" ({state.queries_answered} queries in total; {state.affordable_queries(config)} more affordable)",
-        file=out,
-    )
+    ]
     if result.accuracy is not None:
-        print(f"accuracy of released labels vs true labels: {result.accuracy:.4f}", file=out)
+        lines.append(f"accuracy of released labels vs true labels: {result.accuracy:.4f}")
     if _OUTPUT_FILE.value:
-        print(f"released answers written to {_OUTPUT_FILE.value}", file=out)
+        lines.append(f"released answers written to {_OUTPUT_FILE.value}")
+    _print_summary(lines, sys.stdout if _OUTPUT_FILE.value else sys.stderr)
+
+
+def _print_summary(lines: list[str], out) -> None:
+    """The summary, to a stream whose reader may be gone (`| head -1`): the answers were delivered, so
+    that is no failure; the stream then points at /dev/null, so the exit's flush does not fail on it."""
+    try:
+        out.write("".join(line + "\n" for line in lines))
+        out.flush()
+    except BrokenPipeError:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, out.fileno())
+        os.close(null)
 
 
 def run() -> None:

@@ -5,8 +5,13 @@ The mechanisms are `privacy.prediction_release`, the budget is `privacy.predicti
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import dataclasses
+import errno
 import os
+import select
+import stat
 import sys
 import tempfile
 
@@ -15,7 +20,7 @@ import numpy as np
 from data import file_checks
 from privacy.prediction_ledger import LedgerState, PredictionLedger, ledger_path
 from privacy.prediction_release import PredictionConfig, release, released_labels
-from training.run_folder import csv_text
+from training.atomic_files import csv_text
 
 
 def load_queries(
@@ -198,7 +203,27 @@ class PredictResult:
 
 
 class NotDeliveredError(Exception):
-    """The answers' cost is in the ledger but writing them failed: budget lost, no privacy lost."""
+    """The answers' cost is in the ledger but writing them (all or some) failed: budget lost, no privacy
+    lost. `delivered`: answers that reached the reader in full before that (0 for an --output_file)."""
+
+    def __init__(self, message: str, delivered: int = 0) -> None:
+        super().__init__(message)
+        self.delivered = delivered
+
+
+class StdoutFailed(Exception):
+    """Writing the answers to standard output failed after `delivered` whole answer rows.
+
+    `reader_closed`: the reader closed the pipe (EPIPE) before reading the rest. On a pipe,
+    `delivered` counts the rows the reader read in full, not the ones left unread in the pipe's buffer
+    when it closed; elsewhere the rows written in full. A row written in part is not delivered.
+    """
+
+    def __init__(self, delivered: int, error: OSError) -> None:
+        super().__init__(f"{delivered} answers delivered before: {error.strerror or error}")
+        self.delivered = delivered
+        self.error = error
+        self.reader_closed = error.errno == errno.EPIPE
 
 
 class Delivery:
@@ -237,8 +262,7 @@ class Delivery:
     def write(self, text: str) -> None:
         """After the spend: the answers to stdout, or to a temporary file renamed over the destination."""
         if self.output_file is None:
-            sys.stdout.write(text)
-            sys.stdout.flush()
+            _write_stdout(text)
             return
         fd, tmp = tempfile.mkstemp(dir=self._folder(), prefix=".tmp-answers-", suffix=".csv")
         try:
@@ -248,6 +272,88 @@ class Delivery:
         finally:  # a half-written file of charged answers is no leak, only clutter
             if os.path.exists(tmp):
                 os.unlink(tmp)
+
+
+_CHUNK = 1 << 16
+
+
+def _write_stdout(text: str) -> None:
+    """The answers to standard output, in chunks, counting whole rows; StdoutFailed if that fails.
+
+    Straight to the file descriptor: `sys.stdout.write` of a large text to a pipe whose reader closed
+    early returns after a partial write without an error (Python's BufferedWriter reports the short
+    count, TextIOWrapper drops it), so the answers were lost without a word. A failed stdout is then
+    pointed at /dev/null, so nothing later (the exit's flush, interpreter shutdown) fails on it again.
+    """
+    lines = text.splitlines(keepends=True)  # the header, then one line per answer (numbers only)
+    ends = [0] * (len(lines) - 1)  # byte offset where each answer row ends
+    offset = len(lines[0].encode()) if lines else 0
+    for i, line in enumerate(lines[1:]):
+        offset += len(line.encode())
+        ends[i] = offset
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced by an object without a descriptor
+        return _write_stdout_object(lines)
+    data = memoryview(text.encode())
+    written = 0
+    try:
+        sys.stdout.flush()  # nothing is expected there; if anything, it goes first
+        while written < len(data):
+            try:
+                written += os.write(fd, data[written : written + _CHUNK])
+            except BlockingIOError:  # an inherited non-blocking descriptor: wait until it takes more
+                select.select([], [fd], [])
+    except OSError as e:
+        read = written - _unread_in_pipe(fd) if e.errno == errno.EPIPE else written
+        _silence_stdout(fd)
+        raise StdoutFailed(bisect.bisect_right(ends, read), e) from e
+
+
+def _write_stdout_object(lines: list[str]) -> None:
+    """`_write_stdout` for a sys.stdout without a file descriptor (tests capture it): row by row."""
+    delivered = 0
+    try:
+        sys.stdout.write(lines[0] if lines else "")
+        for line in lines[1:]:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            delivered += 1
+    except OSError as e:
+        raise StdoutFailed(delivered, e) from e
+
+
+def _unread_in_pipe(fd: int) -> int:
+    """Bytes still in the pipe behind `fd` (written, never read: its reader closed), or 0 if unknown."""
+    try:
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return 0
+        import array
+        import fcntl
+        import termios
+
+        count = array.array("i", [0])
+        fcntl.ioctl(fd, termios.FIONREAD, count, True)  # Linux and macOS: either end of a pipe
+        return max(0, count[0])
+    except (OSError, ImportError, AttributeError):
+        return 0
+
+
+def _silence_stdout(fd: int) -> None:
+    """Points the descriptor of a failed stdout at /dev/null (see `_write_stdout`); stderr too when it
+    is the same closed pipe (`2>&1 | head`): nobody can read it, and writing there would fail as well."""
+    try:
+        fds = [fd]
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            out, err = os.fstat(fd), os.fstat(sys.stderr.fileno())
+            if stat.S_ISFIFO(out.st_mode) and (out.st_dev, out.st_ino) == (err.st_dev, err.st_ino):
+                fds.append(sys.stderr.fileno())
+        null = os.open(os.devnull, os.O_WRONLY)
+        for target in fds:
+            os.dup2(null, target)
+        os.close(null)
+    except OSError:
+        pass
 
 
 def answer_queries(
@@ -264,7 +370,9 @@ def answer_queries(
 
     The spend comes before any answer leaves this process (file or stdout), so killing it at any
     point never leaves an uncharged answer; a write that fails after the charge raises
-    NotDeliveredError and the budget stays spent (no refund: a partial write may have been read).
+    NotDeliveredError and the budget stays spent (no refund: a partial write may have been read). On
+    standard output the error says how many answers were delivered (a reader such as `head` may close
+    the pipe early) and how many were charged but not delivered.
     `rng=None` draws the noise from OS entropy: DP noise must be unpredictable, a known seed
     would let anyone subtract it. Pass a seeded generator in tests only. Without `delivery` the
     answers are only returned (the caller releases them; they are charged either way).
@@ -283,13 +391,26 @@ def answer_queries(
     note = f"model {os.path.abspath(model_dir)}"
     state = ledger.spend(count, config, epsilon_budget, delta_budget, note=note)
     if delivery is not None:
+        cost = f"epsilon {config.epsilon:g}" + (f", delta {config.delta:g}" if config.uses_delta else "")
         try:
             delivery.write(text)
+        except StdoutFailed as e:
+            how = (
+                "before the reader closed standard output"
+                if e.reader_closed
+                else f"before writing standard output failed ({e.error.strerror or e.error})"
+            )
+            spent = f"epsilon {float(state.epsilon_spent):.6g} of {float(state.epsilon_budget):.6g}"
+            raise NotDeliveredError(
+                f"answered {count} queries (charged, {cost} each); {e.delivered} delivered {how}; "
+                f"{count - e.delivered} charged but not delivered: that budget is spent "
+                f"(now {spent}; ledger: {ledger.path})",
+                delivered=e.delivered,
+            ) from e.error
         except OSError as e:
             where = f"--output_file={delivery.output_file}" if delivery.output_file else "standard output"
-            cost = f"epsilon {config.epsilon:g}" + (f", delta {config.delta:g}" if config.uses_delta else "")
             raise NotDeliveredError(
-                f"the prediction budget was charged for {len(x)} queries ({cost} each) but the answers "
+                f"the prediction budget was charged for {count} queries ({cost} each) but the answers "
                 f"were not delivered: cannot write {where}: {e.strerror or e}; that budget is spent "
                 f"(ledger: {ledger.path})"
             ) from e

@@ -1,4 +1,5 @@
-"""The predict binary: over budget exits 3 with one line, bad input exits 2, budgets hold across runs."""
+"""The predict binary: over budget exits 3 with one line, bad input exits 2, budgets hold across runs,
+a reader that closes standard output early gets exit 4 and one line with what was delivered."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import fcntl
 import functools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -13,6 +15,7 @@ import sys
 import time
 from fractions import Fraction
 
+import numpy as np
 import pytest
 
 from privacy import prediction_ledger as led
@@ -212,3 +215,90 @@ def pred_exit_not_delivered() -> int:
     from pipelines.predict import EXIT_NOT_DELIVERED
 
     return EXIT_NOT_DELIVERED
+
+
+def _predict_popen(model, queries, n: int, *more: str, binary_env, repo) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipelines.predict", f"--model_dir={model}", f"--input_file={queries}",
+         f"--num_queries={n}", "--release=scores", "--prediction_epsilon=0.01", "--prediction_budget=1000",
+         *more],
+        cwd=repo, env=binary_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
+    )  # fmt: skip
+
+
+def _model_and_queries(saved_digits_model, tmp_path, n: int):
+    model = tmp_path / "run" / "model"
+    shutil.copytree(saved_digits_model, model)  # a fresh ledger: other tests spend on the shared model
+    queries = tmp_path / "queries.npy"
+    np.save(queries, np.random.default_rng(0).random((n, 8, 8), dtype=np.float32) * 16)
+    return model, queries
+
+
+@pytest.mark.slow
+def test_reader_closing_stdout_early_gets_exit_4_and_one_line_with_the_delivered_count(
+    saved_digits_model, tmp_path, binary_env, repo
+):
+    # `predict ... | head -c 3000`: the answers (~200 bytes a row of scores, far more than a pipe's
+    # 64 KiB) are charged first; the reader takes 3000 bytes and closes the pipe. predict must not
+    # claim it answered them all: one line with how many the reader got in full and how many were
+    # charged but not delivered, exit 4, no traceback, no "Exception ignored" at shutdown.
+    n = 2000
+    model, queries = _model_and_queries(saved_digits_model, tmp_path, n)
+    proc = _predict_popen(model, queries, n, binary_env=binary_env, repo=repo)
+    try:
+        got = b""
+        while len(got) < 3000:  # unbuffered: exactly what was read from the pipe, no read-ahead
+            chunk = proc.stdout.read(3000 - len(got))
+            assert chunk, f"stdout ended after {len(got)} bytes: {proc.communicate(timeout=60)[1]!r}"
+            got += chunk
+        err = _close_and_wait(proc)
+    finally:
+        _kill(proc)
+    assert proc.returncode == pred_exit_not_delivered(), err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("predict: error: "), err
+    found = re.search(r"(\d+) delivered before the reader closed standard output; (\d+) charged but not", err)
+    assert found and f"answered {n} queries (charged" in err, err
+    delivered, undelivered = int(found[1]), int(found[2])
+    assert delivered + undelivered == n and delivered < n, err
+    assert got.startswith(b"query,score_0,")
+    rows_read = got.count(b"\n") - 1  # whole rows the reader got (the header is not an answer)
+    if sys.platform == "linux":  # what was left unread in the pipe is known there: the count is exact
+        assert delivered == rows_read, (delivered, rows_read, err)
+    else:
+        assert delivered >= rows_read, (delivered, rows_read, err)
+    data = json.loads(open(led.ledger_path(str(model))).read())
+    assert data["queries_answered"] == n and [e["num_queries"] for e in data["entries"]] == [n]
+
+
+def _close_and_wait(proc) -> str:
+    """Closes our end of the binary's stdout (the reader goes away) and returns its stderr."""
+    proc.stdout.close()
+    return proc.communicate(timeout=240)[1].decode()
+
+
+def _kill(proc) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.slow
+def test_reader_gone_before_the_summary_leaves_the_answer_file_and_exit_0(
+    saved_digits_model, tmp_path, binary_env, repo
+):
+    # With --output_file the answers are written atomically and the summary goes to stdout; a reader
+    # that closed (`| true`) loses only the summary: exit 0, the file complete, no traceback.
+    n = 50
+    model, queries = _model_and_queries(saved_digits_model, tmp_path, n)
+    answers = tmp_path / "answers.csv"
+    proc = _predict_popen(model, queries, n, f"--output_file={answers}", binary_env=binary_env, repo=repo)
+    try:
+        err = _close_and_wait(proc)
+    finally:
+        _kill(proc)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "Exception ignored" not in err and err == "", err
+    assert len(answers.read_text().splitlines()) == n + 1
+    assert json.loads(open(led.ledger_path(str(model))).read())["queries_answered"] == n
