@@ -42,6 +42,9 @@ class ClientPopulation:
         self.x_test, self.y_test = x_test, y_test
         self.num_classes = num_classes
         self.local_dp_report: dict | None = None  # set when records were perturbed (local DP)
+        # a table's fitted preprocessing (privacy.preprocessing.Fitted): its DP cost is part of the run's
+        # epsilon and its transforms go into the released model, so every view of the population keeps it
+        self.preprocessing = None
 
     @property
     def num_clients(self) -> int:
@@ -139,6 +142,7 @@ class ExtendedPopulation(ClientPopulation):
         self.x_test, self.y_test = base.x_test, base.y_test
         self.num_classes = base.num_classes
         self.local_dp_report = base.local_dp_report
+        self.preprocessing = getattr(base, "preprocessing", None)  # the canaries change neither
         self.client_indices = []  # examples live in the base and in `extra`
 
     @property

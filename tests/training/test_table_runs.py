@@ -318,3 +318,23 @@ def test_a_simulated_partition_of_a_table_weighs_each_users_rows_one_in_total(tm
     sizes = sizes() if callable(sizes) else sizes
     assert weights.sum() == pytest.approx(40) and weights.max() == pytest.approx(1 / min(sizes))
     assert dp.preprocessing_noise_multiplier > 0
+
+
+def test_canary_clients_keep_the_tables_preprocessing_and_its_cost(tmp_path):
+    # the audit's canary clients wrap the population; its fitted preprocessing (whose DP cost the
+    # training noise is calibrated around, and whose layers the released model needs) must survive
+    from training import federated
+
+    path = tmp_path / "t.csv"
+    credit_table(1200, seed=5).drop(columns=["student"]).to_csv(path, index=False)
+    common = dict(dataset="csv", data_dir=str(path), label_column="default", num_clients=40,
+                  clients_per_round=10, rounds=2, aggregator="fixed", target_epsilon=5.0)  # fmt: skip
+    plain, dp_plain, _ = federated.prepare(federated.FederatedConfig(**common))
+    audited, dp_audited, canaries = federated.prepare(
+        federated.FederatedConfig(**common, audit_canary_clients=5)
+    )
+    assert canaries is not None
+    assert audited.num_clients == plain.num_clients + int(canaries.inserted.sum())
+    assert audited.preprocessing is not None and audited.preprocessing.schema.label == "default"
+    assert dp_audited.preprocessing_noise_multiplier == pytest.approx(dp_plain.preprocessing_noise_multiplier)
+    assert dp_audited.preprocessing_noise_multiplier > 0
