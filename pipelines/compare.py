@@ -132,7 +132,7 @@ def main(argv: list[str]) -> None:
             audit_example_canaries=_AUDIT.example_canaries.value,
             audit_canary_clients=_AUDIT.canary_clients.value,
             metric=_METRIC.value,
-            positive_fraction=None,  # auto: no DP estimate of the label balance here, so test_accuracy
+            positive_fraction=None,  # auto: the estimate a table's DP arm released (driver), else accuracy
         )
         comparison.validate(config, comparison.load_datasets(config, None))
         folder = RunFolder(config.root_output_dir, config.experiment_name).create()

@@ -182,8 +182,47 @@ class MembershipAuditor:
         )
 
     def __call__(self, model_dir: str, dataset: Dataset, seed: int) -> dict[str, Any]:
-        """The audit record (attacks, accuracies, split baseline) of the model saved in `model_dir`."""
-        return self.audit(load_logits_fn(model_dir), dataset, seed).as_dict()
+        """The audit record (attacks, accuracies, split baseline) of the model saved in `model_dir`.
+
+        A table's model takes raw columns (its encoder inside): the attacks see row references and
+        the model the rows' raw columns. Its reference models (LiRA) would need that encoder too, so a
+        table gets the loss-threshold attack only (the canary audit of each run stands beside it)."""
+        if dataset.table is None:
+            return self.audit(load_logits_fn(model_dir), dataset, seed).as_dict()
+        import tensorflow as tf
+
+        model = tf.keras.models.load_model(model_dir, compile=False)
+        refs = dataclasses.replace(dataset, x_train=_row_refs(0, dataset.num_train),
+                                   x_test=_row_refs(1, len(dataset.y_test)))  # fmt: skip
+        loss_only = MembershipAuditor(self.model, 0, self.max_per_side)
+        return loss_only.audit(_table_logits_fn(model, dataset.table), refs, seed).as_dict()
+
+
+def _row_refs(side: int, n: int) -> np.ndarray:
+    """Rows of a table as [side (0 train, 1 test), index] pairs: what the attacks index and split."""
+    return np.stack([np.full(n, side, np.int64), np.arange(n, dtype=np.int64)], axis=1)
+
+
+def _table_logits_fn(model, table, batch_size: int = 1024) -> LogitsFn:
+    """Logits of `model` (raw-column inputs) for row references into `table`'s train or test rows."""
+    from models.table_encoding import raw_inputs
+
+    numeric = [c.name for c in table.schema.numeric()]
+    categorical = [c.name for c in table.schema.categorical()]
+
+    def fn(refs: np.ndarray) -> np.ndarray:
+        out = None
+        for side, columns in ((0, table.train), (1, table.test)):
+            where = np.flatnonzero(refs[:, 0] == side)
+            for start in range(0, len(where), batch_size):
+                chosen = where[start : start + batch_size]
+                rows = {k: v[refs[chosen, 1]] for k, v in columns.items()}
+                logits = np.asarray(model(raw_inputs(numeric, categorical, rows), training=False))
+                out = np.zeros((len(refs), logits.shape[1]), np.float32) if out is None else out
+                out[chosen] = logits
+        return out if out is not None else np.zeros((0, 0), np.float32)
+
+    return fn
 
 
 def saved_model_name(model_dir: str) -> str | None:

@@ -11,7 +11,7 @@ import os
 import pytest
 
 from training import comparison
-from training.comparison import ComparisonConfig, arms, grid, records
+from training.comparison import ComparisonConfig, arms, driver, grid, records
 
 
 def test_grid_states_units_and_ids():
@@ -315,3 +315,31 @@ def test_an_arm_outcome_carries_the_pipeline_results_test_metrics(tmp_path, monk
     assert outcome.test_metrics == reported
     row = records.make_arm_record(spec, cfg, outcome, {})["row"]
     assert row["test_auc"] == 0.8 and row["test_average_precision"] == 0.5 and row["test_accuracy"] == 0.9
+
+
+def test_auto_metric_of_a_table_takes_the_positive_fraction_a_dp_arm_released(
+    tmp_path, comparison_config, fake_arms, run_fake
+):
+    arms_ = ("central_nondp", "central_dp")
+    cfg = comparison_config(arms=arms_, target_epsilons=(1.0, 4.0))
+    fake = _FakeArmsWithAuc(fake_arms())
+    assert run_fake(cfg, fake, _binary_dataset()).metric == "test_accuracy"  # no arm released one
+    arms_root = os.path.join(cfg.output_dir, "arms")
+
+    def released(arm_id, fraction):
+        os.makedirs(os.path.join(arms_root, arm_id), exist_ok=True)
+        with open(os.path.join(arms_root, arm_id, "preprocessing.json"), "w") as f:
+            json.dump({"mode": "private", "positive_fraction": fraction}, f)
+
+    # a non-DP arm's plain label share is never used when the grid has DP arms (it is not covered)
+    released("central_nondp_nodp_seed0", 0.05)
+    assert run_fake(cfg, fake, _binary_dataset()).metric == "test_accuracy"
+    released("central_dp_eps1_seed0", 0.5)
+    released("central_dp_eps4_seed0", 0.05)  # the least noisy estimate wins
+    again = run_fake(cfg, fake, _binary_dataset())
+    assert again.ran == [] and again.metric == "test_auc"
+    assert "| noise | AUC | accuracy |" in open(os.path.join(cfg.output_dir, "results.md")).read()
+    grid_ = grid.arm_grid(cfg)
+    assert driver.released_positive_fraction(arms_root, grid_) == 0.05
+    nondp_only = [s for s in grid_ if not s.is_dp]
+    assert driver.released_positive_fraction(arms_root, nondp_only) == 0.05

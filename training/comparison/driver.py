@@ -42,7 +42,7 @@ from typing import Any
 from data.datasets import Dataset, load_dataset
 from training.atomic_files import atomic_write_json, atomic_write_text, jsonable, write_csv
 from training.comparison.arms import ArmRunner, Auditor, pipeline_config, run_pipeline_arm
-from training.comparison.grid import ComparisonConfig, arm_grid, check_dataset, headline_metric
+from training.comparison.grid import ArmSpec, ComparisonConfig, arm_grid, check_dataset, headline_metric
 from training.comparison.hparams import write_tensorboard_arm, write_tensorboard_experiment
 from training.comparison.records import (
     arm_result_path,
@@ -54,6 +54,7 @@ from training.comparison.records import (
 from training.comparison.tables import metric_label, results_markdown, write_plot
 from training.progress import Progress
 from training.run_folder import RunFolder, check_output_dir
+from training.table_preprocessing import FITTED_FILE
 
 
 @dataclasses.dataclass
@@ -172,6 +173,30 @@ def _utility_text(row: Mapping[str, Any], metric: str) -> str:
     return ", ".join(parts)
 
 
+def released_positive_fraction(arms_root: str, grid: list[ArmSpec]) -> float | None:
+    """A table's share of positive labels as an arm already released it (its preprocessing.json: the
+    noisy label histogram of the arm's private preprocessing, so reading it is post-processing): the
+    DP arm of the highest target epsilon (the least noise), lowest seed first. Only when the grid has
+    no DP arm a non-DP arm's (then nothing in the table is covered anyway). None: no arm released one."""
+    candidates = [s for s in grid if s.is_dp] or list(grid)
+    for spec in sorted(candidates, key=lambda s: (-(s.target_epsilon or 0.0), s.seed)):
+        path = os.path.join(arms_root, spec.arm_id, FITTED_FILE)
+        if os.path.isfile(path):
+            with open(path) as f:
+                fraction = json.load(f).get("positive_fraction")
+            if fraction is not None:
+                return float(fraction)
+    return None
+
+
+def _headline(config: ComparisonConfig, num_classes: int, arms_root: str, grid: list[ArmSpec]) -> str:
+    """`headline_metric`, for --metric=auto with the positive fraction a table arm released."""
+    if config.metric == "auto" and config.positive_fraction is None:
+        fraction = released_positive_fraction(arms_root, grid)
+        config = dataclasses.replace(config, positive_fraction=fraction)
+    return headline_metric(config, num_classes)
+
+
 def run_comparison(
     config: ComparisonConfig,
     dataset: Dataset | None = None,
@@ -186,10 +211,12 @@ def run_comparison(
     datasets = load_datasets(config, dataset)
     auditor = auditor or membership_auditor(config)
     validate(config, datasets, check_pipelines=real_pipelines)
-    metric = headline_metric(config, next(iter(datasets.values())).num_classes)  # one label set per seed
+    num_classes = next(iter(datasets.values())).num_classes  # one label set per seed
 
     out = RunFolder(config.root_output_dir, config.experiment_name).create().path
     arms_root = os.path.join(out, "arms")
+    grid = arm_grid(config)
+    metric = _headline(config, num_classes, arms_root, grid)
     os.makedirs(arms_root, exist_ok=True)
     atomic_write_json(
         os.path.join(out, "comparison.json"),
@@ -197,7 +224,6 @@ def run_comparison(
     )
     tb_root = os.path.join(out, "tensorboard")
     ran: list[str] = []
-    grid = arm_grid(config)
     todo = [spec for spec in grid if load_arm_result(out, spec, config.settings()) is None]
     skipped = [spec.arm_id for spec in grid if spec not in todo]
     if skipped:
@@ -222,6 +248,7 @@ def run_comparison(
             f"{i}/{len(todo)} {spec.arm_id} ({spec.unit}): {_utility_text(r, metric)}, "
             f"epsilon {r['epsilon']:.3g}, {_bound_text(r)}",
         )
+        metric = _headline(config, num_classes, arms_root, grid)  # a table arm may have released it now
         write_reports(config, collect_rows(config), metric)  # partial tables after every arm
 
     rows = collect_rows(config)

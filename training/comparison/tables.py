@@ -133,7 +133,7 @@ def _headline_text(metric: str, config: ComparisonConfig) -> str:
     """Why the table leads with `metric` (every arm's other test metrics are in results.csv)."""
     why = (
         "chosen by --metric=auto: AUC for binary labels whose positive class is under 20% of the rows "
-        "by a DP or public estimate, accuracy otherwise"
+        "by a DP or public estimate (a table's: the one its DP arm released), accuracy otherwise"
         if config.metric == "auto"
         else "chosen by --metric"
     )
