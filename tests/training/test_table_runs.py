@@ -338,3 +338,25 @@ def test_canary_clients_keep_the_tables_preprocessing_and_its_cost(tmp_path):
     assert audited.preprocessing is not None and audited.preprocessing.schema.label == "default"
     assert dp_audited.preprocessing_noise_multiplier == pytest.approx(dp_plain.preprocessing_noise_multiplier)
     assert dp_audited.preprocessing_noise_multiplier > 0
+
+
+@pytest.mark.slow
+def test_compare_on_a_table_audits_raw_column_models_and_leads_with_the_released_auc(tmp_path):
+    # the arms' models take raw columns (a categorical one among them); the membership audit feeds them
+    # the rows, and --metric=auto reads the DP arm's released positive fraction (about 4%: AUC)
+    from training import comparison
+
+    path = tmp_path / "credit.csv"
+    credit_table(2000, seed=1).rename(columns={"default": "label"}).to_csv(path, index=False)
+    config = comparison.ComparisonConfig(
+        dataset="csv", data_dir=str(path), arms=("central_nondp", "central_dp"), target_epsilons=(3.0,),
+        audit_reference_models=0, audit_canaries=50, audit_example_canaries=0,
+        root_output_dir=str(tmp_path / "runs"), central_epochs=2,
+    )  # fmt: skip
+    result = comparison.run_comparison(config, log=lambda _: None)
+    assert result.metric == "test_auc"
+    rows = {r["arm"]: r for r in result.rows}
+    for arm in ("central_nondp", "central_dp"):
+        assert 0.0 <= float(rows[arm]["attack_auc"]) <= 1.0
+    arm_dir = tmp_path / "runs" / "comparison" / "arms" / "central_dp_eps3_seed0"
+    assert 0 < json.loads((arm_dir / "preprocessing.json").read_text())["positive_fraction"] < 0.2
