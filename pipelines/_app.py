@@ -190,6 +190,9 @@ def _run(main: Callable[[list[str]], None], module_name: str, binary: dict, prog
 def result_line(metrics: dict[str, float], accuracy: float, statement: str) -> str:
     """The binary's last line: test accuracy (and AUC / RMSE where the task has them), then the statement."""
     parts = [f"test accuracy {accuracy:.4f}"] if accuracy == accuracy else []
-    parts += [f"{k.removeprefix('test_')} {metrics[k]:.4f}" for k in ("test_auc", "test_average_precision",
-              "test_balanced_accuracy", "test_rmse", "test_mae") if k in metrics]  # fmt: skip
+    for k in ("test_auc", "test_average_precision", "test_balanced_accuracy", "test_rmse", "test_mae"):
+        if k in metrics:  # NaN: e.g. a test split holding one class has no AUC
+            value = metrics[k]
+            shown = f"{value:.4f}" if value == value else "n/a"
+            parts.append(f"{k.removeprefix('test_')} {shown}")
     return "; ".join([*parts, statement])

@@ -275,3 +275,10 @@ def test_hostile_flags_are_one_line_and_write_nothing(run_binary, tmp_path, bina
     proc = run_binary(binary, f"--root_output_dir={root}", *args, timeout=300)
     assert message in _one_line_error(proc)
     assert not root.exists()
+
+
+def test_the_result_line_says_n_a_for_a_metric_the_test_split_cannot_measure():
+    from pipelines._app import result_line
+
+    line = result_line({"test_auc": math.nan, "test_average_precision": 0.5}, 0.9, "statement")
+    assert line == "test accuracy 0.9000; auc n/a; average_precision 0.5000; statement"
