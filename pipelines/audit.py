@@ -76,7 +76,7 @@ def main(argv: list[str]) -> None:
         result = auditor.audit(logits_fn, dataset, _SEED.value)
     record = result.as_dict()
     record.update(model_dir=model_dir, dataset=_DATA.dataset.value, seed=_SEED.value)
-    atomic_write_json(out_path, record)
+    atomic_write_json(out_path, record, prefix=".audit-tmp-")  # not the run's: no lock held
     print(summarize(result))
     print(f"[audit] wrote {out_path}")
 

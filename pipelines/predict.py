@@ -13,7 +13,8 @@ answer. If writing fails after the charge, one line says the budget was charged 
 not delivered (exit code 4): an undelivered answer loses budget, never privacy. On standard output
 that includes a reader that closes the pipe early (`predict ... | head -c 3000`): the one line says
 how many answers it read in full before closing and how many were charged but not delivered (exit
-code 4, no traceback).
+code 4, no traceback). Answers that fit in the pipe's buffer (about 64 KiB) all reach the pipe before
+the reader can close it, so that case cannot be told from a full read: it exits 0.
 """
 
 from __future__ import annotations

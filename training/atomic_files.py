@@ -20,9 +20,11 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def atomic_write_text(path: str, text: str) -> None:
+def atomic_write_text(path: str, text: str, prefix: str = ".tmp-") -> None:
+    """`prefix`: ".tmp-" for a run's own files (a killed run's are removed under the folder's lock);
+    writers that do not hold that lock (`pipelines.audit`) use another, so no run removes theirs."""
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=os.path.basename(path))
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared
         with os.fdopen(fd, "w") as f:
@@ -55,8 +57,8 @@ def json_text(obj: Any) -> str:
     return json.dumps(jsonable(obj), indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
-def atomic_write_json(path: str, obj: Any) -> None:
-    atomic_write_text(path, json_text(obj))
+def atomic_write_json(path: str, obj: Any, prefix: str = ".tmp-") -> None:
+    atomic_write_text(path, json_text(obj), prefix)
 
 
 def csv_text(rows: Sequence[Mapping[str, Any]]) -> str:

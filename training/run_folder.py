@@ -156,17 +156,10 @@ def release_folders() -> None:
         os.close(_held_locks.popitem()[1])
 
 
-# errno values that are about the machine, not the input or the code: a full disk or quota, a file
-# size limit, a read-only or vanished filesystem, a permission taken away while the run went on
-_ENVIRONMENT_ERRNOS = {
-    errno.ENOSPC,
-    errno.EDQUOT,
-    errno.EFBIG,
-    errno.EROFS,
-    errno.EIO,
-    errno.EACCES,
-    errno.EPERM,
-}
+# errno values that are about the machine, never about the input or the code: a full disk or quota,
+# a file size limit, a read-only filesystem. (Permissions are probed before the first write; one
+# denied later may as well be a bug writing where it should not, so it keeps its traceback.)
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
 _ENVIRONMENT_TEXTS = tuple(os.strerror(n) for n in _ENVIRONMENT_ERRNOS)
 
 
@@ -175,12 +168,12 @@ def environment_failure(error: BaseException) -> str | None:
     TensorFlow's error for the same errno while it saved a model or a log), naming the file; None for
     anything else (a bug keeps its traceback)."""
     if isinstance(error, OSError) and error.errno in _ENVIRONMENT_ERRNOS:
-        where = f" writing {error.filename}" if error.filename else ""
-        return f"the run stopped{where}: {error.strerror} (free space or fix permissions, then rerun)"
+        where = f" at {error.filename}" if error.filename else ""
+        return f"the run stopped{where}: {error.strerror} (free space, then rerun)"
     text = getattr(error, "message", None)  # tf.errors.OpError
     if isinstance(text, str) and any(t in text for t in _ENVIRONMENT_TEXTS):
         first = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:\w+\]", "", " ".join(text.split()))[:300]  # TF's op names
-        return f"the run stopped: {first} (free space or fix permissions, then rerun)"
+        return f"the run stopped: {first} (free space, then rerun)"
     return None
 
 
@@ -191,6 +184,8 @@ _STALE = re.compile(
     r"|program_state_\d+_temp\d{4}"
 )
 _FILE_SUFFIXES = (".json", ".csv", ".txt")  # every file a run writes ends so; folders never do
+# files in a run folder that runs never rewrite: predict's ledger (its own lock), audit's record
+_NOT_REWRITTEN = ("prediction_ledger.json", "membership_audit.json")
 
 
 def _check_entries(folder: str, run_path: str) -> None:
@@ -210,7 +205,7 @@ def _check_entries(folder: str, run_path: str) -> None:
         ) from None
     for name in os.listdir(folder):
         path = os.path.join(folder, name)
-        if not name.endswith(_FILE_SUFFIXES) or name.startswith("."):
+        if not name.endswith(_FILE_SUFFIXES) or name.startswith(".") or name in _NOT_REWRITTEN:
             continue
         if not os.path.isfile(path):
             raise ValueError(
@@ -251,6 +246,7 @@ class RunFolder:
     def __init__(self, root_output_dir: str, experiment_name: str) -> None:
         check_experiment_name(experiment_name, root_output_dir)
         self.path = os.path.join(root_output_dir, experiment_name)
+        self.created = False
 
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)
@@ -267,7 +263,12 @@ class RunFolder:
     def create(self) -> RunFolder:
         self.check()
         try:
-            os.makedirs(self.path, exist_ok=True)
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            try:
+                os.mkdir(self.path)
+                self.created = True  # by this call: `removed_on_environment_failure` may remove it
+            except FileExistsError:
+                pass
         except OSError as e:
             raise ValueError(f"cannot create output folder {self.path}: {e.strerror}") from e
         if lock_folder(self.path):
@@ -295,18 +296,18 @@ class RunFolder:
                     if os.path.isdir(path) and not os.path.islink(path):
                         shutil.rmtree(path, ignore_errors=True)
                     else:
-                        os.unlink(path)
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(path)
 
     @contextlib.contextmanager
     def removed_on_environment_failure(self) -> Iterator[None]:
-        """A folder that this run creates inside the block is removed again (no half-folder) when the
-        environment fails it (`environment_failure`: a full disk); one that existed is left as a rerun
-        continues it."""
-        fresh = not os.path.lexists(self.path)
+        """A folder that `create` made inside the block (its own mkdir succeeded: no one else's) is
+        removed again (no half-folder) when the environment fails the run (`environment_failure`: a
+        full disk); one that existed is left as a rerun continues it."""
         try:
             yield
         except Exception as e:
-            if fresh and environment_failure(e) is not None:
+            if self.created and environment_failure(e) is not None:
                 fd = _held_locks.pop(os.path.realpath(self.path), None)
                 shutil.rmtree(self.path, ignore_errors=True)
                 if fd is not None:
@@ -401,7 +402,7 @@ class RunFolder:
         import tensorflow as tf
 
         logdir = self.file(self.TENSORBOARD)
-        if os.path.isdir(logdir):
+        if os.path.isdir(logdir) and not os.path.islink(logdir):  # never another folder's events
             for name in os.listdir(logdir):
                 if name.startswith("events.out.tfevents."):
                     os.unlink(os.path.join(logdir, name))

@@ -198,6 +198,15 @@ def test_resume_after_sigkill_counts_each_round_once(tmp_path, binary_env, asser
     seed = noise_seed(FederatedConfig(seed=0, experiment_name="resume"))
     assert [int(r["clients"]) for r in full] == [len(sample_clients(dp, r, seed)) for r in range(6)]
 
+    # Killed after its last checkpoint, before its model was saved: the same command finishes it.
+    import shutil
+
+    shutil.rmtree(run_dir / "model")
+    again = subprocess.run(args, cwd=tmp_path, env=binary_env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (run_dir / "model" / "saved_model.pb").exists()
+    assert json.loads((run_dir / "privacy.json").read_text())["epsilon"] == privacy["epsilon"]
+
     # A rerun with other settings must not touch the run's files.
     before = (run_dir / "privacy.json").read_text()
     bad = subprocess.run(

@@ -183,8 +183,9 @@ def released_positive_fraction(arms_root: str, grid: list[ArmSpec]) -> float | N
         path = os.path.join(arms_root, spec.arm_id, FITTED_FILE)
         if os.path.isfile(path):
             with open(path) as f:
-                fraction = json.load(f).get("positive_fraction")
-            if fraction is not None:
+                fitted = json.load(f)
+            fraction = fitted.get("positive_fraction")
+            if fraction is not None and (fitted.get("mode") == "private" or not spec.is_dp):
                 return float(fraction)
     return None
 

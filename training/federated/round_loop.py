@@ -268,7 +268,9 @@ def _train(
 
         # a finished run writes nothing new; a resumed one's log holds the kept rounds only
         kept = [released(row, dp.is_private) for row in progress.history]
-        tb = folder.tensorboard_writer(kept, step_key="round") if done < planned else None
+        # ... unless it was killed after its last checkpoint and before its model was saved
+        finishing = done < planned or not os.path.isdir(folder.file(RunFolder.MODEL))
+        tb = folder.tensorboard_writer(kept, step_key="round") if finishing else None
         report.note(_start_text(config, dp, population, done, planned))
         for r in range(done + 1, planned + 1):
             state, row = _one_round(plan, process, state, r, progress)
@@ -289,7 +291,7 @@ def _train(
         final_eval = evaluate(state)
         privacy = _final_report(config, dp, planned, progress, population)
         audit = _audit(plan, eval_model, privacy, tb if done < planned else None)
-        if done < planned:  # a finished run that is rerun changes nothing on disk
+        if tb is not None:  # a finished run that is rerun changes nothing on disk
             with tb.as_default(step=planned):
                 tf.summary.text("privacy_statement", privacy["statement"])
             tb.flush()
