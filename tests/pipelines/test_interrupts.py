@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -27,9 +28,30 @@ def _start(binary: str, args: list[str], cwd, env) -> subprocess.Popen:
     )
 
 
+def _wait_until_held(pid: int, timeout_s: float = 60.0) -> None:
+    """Until the binary's own code runs (`pipelines/__init__` holds signals: SIGTERM is caught, which
+    the interpreter alone never does). A signal before that meets Python's start-up, which no program
+    can handle; on a heavily loaded machine start-up alone can outlast a fixed delay."""
+    status = f"/proc/{pid}/status"
+    if not os.path.exists(status):  # not Linux: the fixed delay alone
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with open(status) as f:
+                caught = next(int(line.split()[1], 16) for line in f if line.startswith("SigCgt:"))
+        except (OSError, StopIteration):
+            return  # gone already: communicate() reports it
+        if caught & (1 << (signal.SIGTERM - 1)):
+            return
+        time.sleep(0.01)
+
+
 def _stop(proc: subprocess.Popen, signum: int, after_s: float = 0.0, after_line: str | None = None):
-    """Sends `signum` after `after_s` seconds, or once stdout shows a line containing `after_line`."""
+    """Sends `signum` after `after_s` seconds (counted once the binary's code holds signals), or once
+    stdout shows a line containing `after_line`."""
     if after_line is None:
+        _wait_until_held(proc.pid)
         time.sleep(after_s)
     else:
         for line in proc.stdout:
