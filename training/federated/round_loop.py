@@ -266,11 +266,7 @@ def _train(
                 )
             )
 
-        # a finished run writes nothing new; a resumed one's log holds the kept rounds only
-        kept = [released(row, dp.is_private) for row in progress.history]
-        # ... unless it was killed after its last checkpoint and before its model was saved
-        finishing = done < planned or not os.path.isdir(folder.file(RunFolder.MODEL))
-        tb = folder.tensorboard_writer(kept, step_key="round") if finishing else None
+        tb = _tensorboard(folder, progress, planned, dp.is_private)
         report.note(_start_text(config, dp, population, done, planned))
         for r in range(done + 1, planned + 1):
             state, row = _one_round(plan, process, state, r, progress)
@@ -405,6 +401,16 @@ def _one_round(plan: Plan, process, state, r: int, progress: _Progress):
     row["round_time_s"] = time.time() - t0
     row["epsilon"] = plan.ledger[r - 1]
     return state, row
+
+
+def _tensorboard(folder: RunFolder, progress: _Progress, planned: int, private: bool):
+    """The run's TensorBoard writer; None for a finished run (it writes nothing new), unless it was
+    killed after its last checkpoint and before its model was saved. A resumed run's log holds the
+    kept rounds (released columns) only."""
+    if progress.done >= planned and os.path.isdir(folder.file(RunFolder.MODEL)):
+        return None
+    kept = [released(row, private) for row in progress.history]
+    return folder.tensorboard_writer(kept, step_key="round")
 
 
 def _restore(initial, psm, loop, folder: RunFolder, private: bool):
