@@ -48,7 +48,7 @@ Exit codes: 0 done; 2 bad input (one line on stderr says what to change, nothing
 5 training diverged (a loss or the weights not finite): one line says where and what to lower; the
   run folder keeps the privacy.json of the steps taken, and no model;
 130 / 143 stopped by Ctrl-C / SIGTERM (one line; earlier results and checkpoints stay intact);
-1 a failure that is not your input: the machine's (a full disk, a permission taken away: one line
+1 a failure that is not your input: the machine's (a full disk or quota, a read-only disk: one line
   naming the file; a new folder is removed, an earlier one is left as a rerun continues it), a lost
   TFF worker, or a bug (which prints a traceback).
 Logs of TensorFlow, TFF and absl are off unless --verbosity is given (0: info, 1: debug)."""
@@ -174,7 +174,7 @@ def _run(main: Callable[[list[str]], None], module_name: str, binary: dict, prog
             if signum is not None:  # a consequence of stopping (e.g. an import the signal broke off)
                 _finish(128 + signum, f"{prog}: interrupted ({signal.Signals(signum).name}){hint}")
             failure = environment_failure(sys.exc_info()[1])
-            if failure is not None:  # a full disk, a permission taken away: not a bug, no traceback
+            if failure is not None:  # a full disk, a read-only disk: not a bug, no traceback
                 _finish(EXIT_BUG, f"{prog}: error: {failure}")
             traceback.print_exc()
             _finish(
